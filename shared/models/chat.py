@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    false,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.models.base import Base, Timestamps, UUIDPrimaryKey
+
+
+class SystemPrompt(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "system_prompts"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class Chat(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "chats"
+    __table_args__ = (Index("ix_chats_user_created", "user_id", "created_at"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200), default="New chat")
+    provider_name: Mapped[str | None] = mapped_column(
+        String(50), default="ollama", server_default="ollama"
+    )
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    system_prompt_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("system_prompts.id", ondelete="SET NULL")
+    )
+
+
+class ReplyStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ReplyStatus.completed, ReplyStatus.failed, ReplyStatus.cancelled)
+
+
+class Message(UUIDPrimaryKey, Timestamps, Base):
+    """A user message, or an assistant reply with its generation state."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_chat_created", "chat_id", "created_at"),
+        UniqueConstraint("chat_id", "idempotency_key", name="uq_messages_chat_idempotency"),
+    )
+
+    chat_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("chats.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text, default="")
+    # Generation state, set on assistant replies only.
+    status: Mapped[str | None] = mapped_column(String(20))
+    provider_name: Mapped[str | None] = mapped_column(String(50))
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    reply_to_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    temperature: Mapped[float | None] = mapped_column(Float)
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

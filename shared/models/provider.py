@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    Uuid,
+    false,
+    func,
+    true,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.models.base import Base, JSONType, Timestamps, utcnow
+
+Money = Numeric(10, 6)
+
+
+class ProviderConfigRow(Timestamps, Base):
+    """The plan's `provider_configs` (named ...Row to keep `ProviderConfig` for the adapter config)."""
+
+    __tablename__ = "provider_configs"
+    __table_args__ = (Index("idx_provider_configs_name", "provider_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider_name: Mapped[str] = mapped_column(String(50), unique=True)
+    is_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    api_endpoint: Mapped[str | None] = mapped_column(String(255))
+    default_model: Mapped[str | None] = mapped_column(String(100))
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
+    temperature_default: Mapped[float | None] = mapped_column(
+        Float, default=0.7, server_default="0.7"
+    )
+    config_json: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class ProviderModel(Base):
+    __tablename__ = "provider_models"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "model_name", name="uq_provider_models_provider_model"),
+        Index("idx_provider_models_provider", "provider_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("provider_configs.id", ondelete="CASCADE")
+    )
+    model_name: Mapped[str] = mapped_column(String(100))
+    display_name: Mapped[str | None] = mapped_column(String(100))
+    is_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    max_context_length: Mapped[int | None] = mapped_column(Integer)
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    cost_per_1k_tokens: Mapped[Decimal | None] = mapped_column(Money)
+    input_cost_per_1k_tokens: Mapped[Decimal | None] = mapped_column(Money)
+    output_cost_per_1k_tokens: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
+
+
+class ProviderUsage(Base):
+    """One row per finished generation: what it cost, in tokens, money and time."""
+
+    __tablename__ = "provider_usage"
+    __table_args__ = (
+        Index("idx_provider_usage_user", "user_id"),
+        Index("idx_provider_usage_date", "created_at"),
+        # One usage row per reply, so a redelivered job can never bill twice.
+        UniqueConstraint("message_id", name="uq_provider_usage_message"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    provider_name: Mapped[str] = mapped_column(String(50))
+    model_name: Mapped[str] = mapped_column(String(100))
+    chat_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("chats.id", ondelete="CASCADE")
+    )
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    tokens_used: Mapped[int | None] = mapped_column(Integer)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    response_time_ms: Mapped[int | None] = mapped_column(Integer)
+    time_to_first_token_ms: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )

@@ -1,0 +1,199 @@
+"""The provider interface (the plan's Phase 2), synchronous by design.
+
+Workers run a gevent pool: blocking SDK calls yield to other greenlets, so one worker process
+keeps hundreds of generations in flight without an event loop in every adapter.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from shared.providers.errors import ProviderError
+
+MAX_RETRY_SLEEP_SECONDS = 60.0
+
+
+class ProviderConfig(BaseModel):
+    """Everything needed to build one provider instance. Equal configs share an instance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    adapter: str  # the entry-point name of the adapter class, e.g. "openai_compatible"
+    api_key: SecretStr | None = None
+    api_endpoint: str | None = None
+    models: tuple[str, ...] = ()
+    default_model: str | None = None
+    timeout: float = 120.0
+    max_retries: int = 2
+    temperature: float = 0.7
+    max_tokens: int | None = None
+    enabled: bool = True
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    # True when the provider reported nothing and we counted with `estimate_tokens`.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class StreamEnd:
+    """Always the last item of a successful stream."""
+
+    usage: Usage
+    finish_reason: str
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+class ChatResponse(BaseModel):
+    content: str
+    provider: str
+    model: str
+    usage: dict[str, int | bool] | None = None
+    finish_reason: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count for servers that report none: ~4 characters per token (OpenAI's rule of thumb)."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def estimate_prompt_tokens(messages: list[Message]) -> int:
+    # 4 tokens of framing per message, as in OpenAI's cookbook counting recipe.
+    return sum(estimate_tokens(m.content) + 4 for m in messages) + 2
+
+
+@dataclass(slots=True)
+class _RetryState:
+    attempt: int = 0
+    slept: list[float] = field(default_factory=list)
+
+
+class BaseProvider(ABC):
+    """Adapters implement `_stream`; retries and the non-streaming call are shared here."""
+
+    name: ClassVar[str]
+    display_name: ClassVar[str] = ""
+    is_demo: ClassVar[bool] = False
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def _stream(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> Iterator[StreamEvent]:
+        """One attempt: yield TextDelta items, then exactly one StreamEnd, or raise ProviderError."""
+
+    @abstractmethod
+    def list_models(self) -> list[dict[str, Any]]:
+        """Models the provider itself offers (may call the provider)."""
+
+    def validate_model(self, model: str) -> bool:
+        """Whether `model` is one this deployment allows for this provider (no network)."""
+        return model in self.config.models
+
+    def close(self) -> None:
+        """Release connections; called when the instance is replaced."""
+
+    def generate_streaming_response(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **kwargs: Any,
+    ) -> Iterator[StreamEvent]:
+        """Stream a reply, retrying retryable errors until the first delta has been yielded.
+
+        After a delta has gone out a retry would repeat text, so later errors propagate.
+        This is the only retry loop: SDK clients are built with their own retries off.
+        """
+        state = _RetryState()
+        while True:
+            yielded = False
+            try:
+                for event in self._stream(messages, model, temperature, max_tokens):
+                    yielded = True
+                    yield event
+                return
+            except ProviderError as exc:
+                if yielded or not exc.retryable or state.attempt >= self.config.max_retries:
+                    raise
+                delay = retry_delay(state.attempt, exc.retry_after)
+                state.attempt += 1
+                state.slept.append(delay)
+                time.sleep(delay)
+
+    def generate_chat_response(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        for event in self.generate_streaming_response(messages, model, temperature, max_tokens):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                end = event
+        assert end is not None  # adapters raise StreamInterrupted instead of ending silently
+        return ChatResponse(
+            content="".join(parts),
+            provider=self.config.name,
+            model=model,
+            usage={
+                "prompt_tokens": end.usage.prompt_tokens,
+                "completion_tokens": end.usage.completion_tokens,
+                "total_tokens": end.usage.total_tokens,
+                "estimated": end.usage.estimated,
+            },
+            finish_reason=end.finish_reason,
+        )
+
+
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter; a server's retry-after wins when it is longer."""
+    backoff = min(0.5 * (2**attempt), MAX_RETRY_SLEEP_SECONDS) * (0.5 + random.random() / 2)
+    if retry_after is not None:
+        return min(max(retry_after, backoff), MAX_RETRY_SLEEP_SECONDS)
+    return backoff

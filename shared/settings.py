@@ -1,0 +1,149 @@
+"""All configuration, read once from the environment (and an optional `.env`).
+
+Names follow the multi-provider plan so existing deployments keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
+
+
+class CompatibleProviderSettings(BaseModel):
+    """One OpenAI-compatible server (vLLM, LM Studio, Groq, OpenRouter...), configured as JSON."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,49}$")
+    base_url: str
+    api_key: SecretStr | None = None
+    models: list[str] = Field(min_length=1)
+    default_model: str | None = None
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", case_sensitive=True
+    )
+
+    ENVIRONMENT: Literal["development", "test", "production"] = "development"
+
+    DATABASE_URL: str = "sqlite:///./switchboard.db"
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+
+    # Auth. SECRET_KEY signs access tokens; production refuses to start without one.
+    SECRET_KEY: SecretStr | None = None
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60 * 24, gt=0)
+
+    # Providers (the plan's Phase 4 names and defaults).
+    OLLAMA_API_URL: str = "http://ollama:11434"
+    OLLAMA_MODELS: CommaList = ["llama3.1:8b-instruct-q8_0"]
+    ANTHROPIC_API_KEY: SecretStr | None = None
+    ANTHROPIC_MODELS: CommaList = ["claude-3-opus-20240229", "claude-3-sonnet-20240229"]
+    ANTHROPIC_BASE_URL: str | None = None
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENAI_API_BASE: str = "https://api.openai.com/v1"
+    OPENAI_MODELS: CommaList = ["gpt-4", "gpt-3.5-turbo"]
+    # JSON list of CompatibleProviderSettings objects.
+    OPENAI_COMPATIBLE_PROVIDERS: list[CompatibleProviderSettings] = []
+    ECHO_ENABLED: bool = True
+    ECHO_MODELS: CommaList = ["echo-1"]
+    ECHO_TOKEN_DELAY_MS: float = Field(default=0.0, ge=0)
+
+    DEFAULT_PROVIDER: str = "ollama"
+    DEFAULT_OLLAMA_MODEL: str = "llama3.1:8b-instruct-q8_0"
+    DEFAULT_ANTHROPIC_MODEL: str = "claude-3-sonnet-20240229"
+    DEFAULT_OPENAI_MODEL: str = "gpt-3.5-turbo"
+    # The plan's feature flag: off sends every request to DEFAULT_PROVIDER.
+    MULTI_PROVIDER_ENABLED: bool = True
+    # Entry-point providers to load; empty means all installed ones.
+    PROVIDERS_ENABLED: CommaList = []
+
+    PROVIDER_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0)
+    PROVIDER_MAX_RETRIES: int = Field(default=2, ge=0, le=10)
+    ANTHROPIC_DEFAULT_MAX_TOKENS: int = Field(default=4096, gt=0)
+
+    # HTTP limits.
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, gt=0)
+    MAX_MESSAGE_CHARS: int = Field(default=200_000, gt=0)
+
+    # Queue. The visibility timeout must exceed the hard limit, or Redis redelivers
+    # a job that is still running (celery/celery#5935).
+    TASK_SOFT_TIME_LIMIT: int = Field(default=600, gt=0)
+    TASK_TIME_LIMIT: int = Field(default=660, gt=0)
+    BROKER_VISIBILITY_TIMEOUT: int = Field(default=900, gt=0)
+    TASK_MAX_DELIVERIES: int = Field(default=3, gt=0)
+    WORKER_CONCURRENCY: int = Field(default=500, gt=0)
+
+    # Token channel and SSE.
+    TOKEN_STREAM_TTL_SECONDS: int = Field(default=3600, gt=0)
+    TOKEN_FLUSH_INTERVAL_MS: float = Field(default=10.0, ge=0)
+    SSE_HEARTBEAT_SECONDS: float = Field(default=15.0, gt=0)
+    SSE_MAX_CONNECTION_SECONDS: float = Field(default=600.0, gt=0)
+    WAIT_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0)
+
+    @field_validator("OLLAMA_MODELS", "ANTHROPIC_MODELS", "OPENAI_MODELS", "ECHO_MODELS",
+                     "PROVIDERS_ENABLED", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("OPENAI_COMPATIBLE_PROVIDERS", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _normalise_postgres_scheme(cls, value: str) -> str:
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; our driver is psycopg2.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg2://" + value.removeprefix(prefix)
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.ENVIRONMENT == "production" and (
+            self.SECRET_KEY is None or len(self.SECRET_KEY.get_secret_value()) < 32
+        ):
+            raise ValueError(
+                "SECRET_KEY must be set to at least 32 characters when ENVIRONMENT=production"
+            )
+        if not self.TASK_SOFT_TIME_LIMIT < self.TASK_TIME_LIMIT < self.BROKER_VISIBILITY_TIMEOUT:
+            raise ValueError(
+                "need TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < BROKER_VISIBILITY_TIMEOUT"
+            )
+        return self
+
+    @property
+    def secret_key(self) -> str:
+        return self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else DEV_SECRET_KEY
+
+    @property
+    def default_models(self) -> dict[str, str]:
+        defaults = {
+            "ollama": self.DEFAULT_OLLAMA_MODEL,
+            "anthropic": self.DEFAULT_ANTHROPIC_MODEL,
+            "openai": self.DEFAULT_OPENAI_MODEL,
+            "echo": self.ECHO_MODELS[0],
+        }
+        for compatible in self.OPENAI_COMPATIBLE_PROVIDERS:
+            defaults[compatible.name] = compatible.default_model or compatible.models[0]
+        return defaults
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
