@@ -1,0 +1,50 @@
+"""The ASGI app: `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from api.errors import install_error_handlers
+from api.limits import BodySizeLimitMiddleware
+from api.routes import auth, chats, health, messages, system_prompts, users
+from api.schemas.common import ErrorOut
+from shared.redis_client import async_redis
+from shared.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Clients are built here, never at import time.
+    app.state.redis = async_redis(get_settings().REDIS_URL)
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+
+
+def _route_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Switchboard",
+        summary="Queue-backed multi-provider LLM chat backend",
+        version="0.1.0",
+        lifespan=lifespan,
+        generate_unique_id_function=_route_id,
+        responses={422: {"model": ErrorOut}},
+    )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    install_error_handlers(app)
+    for module in (health, auth, users, chats, messages, system_prompts):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

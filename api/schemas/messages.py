@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import StrictModel
+
+
+class UsageRead(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+
+
+class MessageRead(BaseModel):
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    role: str
+    status: str | None
+    content: str
+    provider: str | None
+    model: str | None
+    usage: UsageRead | None
+    cost: Decimal | None = Field(description="USD; null when the model has no known price")
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class MessageList(BaseModel):
+    data: list[MessageRead]
+    count: int
+
+
+class ChatRequest(StrictModel):
+    """The plan's ChatRequest. Only `message` is required, as in the Ollama-only API."""
+
+    message: str = Field(min_length=1)
+    provider: str | None = Field(default=None, max_length=50)
+    model: str | None = Field(default=None, max_length=100)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=200_000)
+
+
+class SubmitAccepted(BaseModel):
+    message_id: uuid.UUID
+    reply_id: uuid.UUID
+    status: str
+    provider: str
+    model: str
+    poll_url: str
+    stream_url: str

@@ -1,0 +1,170 @@
+"""Chats and system prompts. Every lookup is scoped to its owner: another user's id is a 404."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared.chats.selection import resolve_selection
+from shared.errors import NotFound
+from shared.models import Chat, Message, SystemPrompt, User
+from shared.settings import Settings
+
+
+class ChatNotFound(NotFound):
+    pass
+
+
+class SystemPromptNotFound(NotFound):
+    pass
+
+
+class ChatService:
+    def create(
+        self,
+        session: Session,
+        settings: Settings,
+        user: User,
+        *,
+        title: str | None,
+        provider: str | None,
+        model: str | None,
+        system_prompt_id: uuid.UUID | None,
+    ) -> Chat:
+        selection = resolve_selection(settings, provider=provider, model=model)
+        if system_prompt_id is not None:
+            system_prompt_service.get(session, user, system_prompt_id)
+        chat = Chat(
+            user_id=user.id,
+            title=title or "New chat",
+            provider_name=selection.provider,
+            model_name=selection.model,
+            system_prompt_id=system_prompt_id,
+        )
+        session.add(chat)
+        session.flush()
+        return chat
+
+    def get(self, session: Session, user: User, chat_id: uuid.UUID) -> Chat:
+        chat = session.get(Chat, chat_id)
+        if chat is None or chat.user_id != user.id:
+            raise ChatNotFound("Chat not found")
+        return chat
+
+    def list(self, session: Session, user: User, *, limit: int, offset: int) -> tuple[list[Chat], int]:
+        count = session.scalar(select(func.count()).select_from(Chat).where(Chat.user_id == user.id))
+        rows = session.scalars(
+            select(Chat)
+            .where(Chat.user_id == user.id)
+            .order_by(Chat.created_at.desc(), Chat.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows), count or 0
+
+    def update(
+        self, session: Session, settings: Settings, user: User, chat_id: uuid.UUID,
+        changes: dict[str, Any],
+    ) -> Chat:
+        chat = self.get(session, user, chat_id)
+        if "provider" in changes or "model" in changes:
+            selection = resolve_selection(
+                settings,
+                provider=changes.get("provider"),
+                model=changes.get("model"),
+                fallback_provider=chat.provider_name,
+            )
+            chat.provider_name, chat.model_name = selection.provider, selection.model
+        if "title" in changes and changes["title"] is not None:
+            chat.title = changes["title"]
+        if "system_prompt_id" in changes:
+            prompt_id = changes["system_prompt_id"]
+            if prompt_id is not None:
+                system_prompt_service.get(session, user, prompt_id)
+            chat.system_prompt_id = prompt_id
+        session.flush()
+        return chat
+
+    def delete(self, session: Session, user: User, chat_id: uuid.UUID) -> None:
+        session.delete(self.get(session, user, chat_id))
+        session.flush()
+
+    def list_messages(
+        self, session: Session, user: User, chat_id: uuid.UUID, *, limit: int, offset: int
+    ) -> tuple[list[Message], int]:
+        self.get(session, user, chat_id)
+        count = session.scalar(
+            select(func.count()).select_from(Message).where(Message.chat_id == chat_id)
+        )
+        rows = session.scalars(
+            select(Message)
+            .where(Message.chat_id == chat_id)
+            .order_by(Message.created_at, Message.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows), count or 0
+
+
+class SystemPromptService:
+    def create(
+        self, session: Session, user: User, *, name: str, content: str, is_default: bool
+    ) -> SystemPrompt:
+        if is_default:
+            self._clear_default(session, user)
+        prompt = SystemPrompt(user_id=user.id, name=name, content=content, is_default=is_default)
+        session.add(prompt)
+        session.flush()
+        return prompt
+
+    def get(self, session: Session, user: User, prompt_id: uuid.UUID) -> SystemPrompt:
+        prompt = session.get(SystemPrompt, prompt_id)
+        if prompt is None or prompt.user_id != user.id:
+            raise SystemPromptNotFound("System prompt not found")
+        return prompt
+
+    def list(
+        self, session: Session, user: User, *, limit: int, offset: int
+    ) -> tuple[list[SystemPrompt], int]:
+        where = SystemPrompt.user_id == user.id
+        count = session.scalar(select(func.count()).select_from(SystemPrompt).where(where))
+        rows = session.scalars(
+            select(SystemPrompt).where(where).order_by(SystemPrompt.created_at.desc())
+            .limit(limit).offset(offset)
+        )
+        return list(rows), count or 0
+
+    def update(
+        self, session: Session, user: User, prompt_id: uuid.UUID, changes: dict[str, Any]
+    ) -> SystemPrompt:
+        prompt = self.get(session, user, prompt_id)
+        if changes.get("is_default"):
+            self._clear_default(session, user)
+        for field in ("name", "content", "is_default"):
+            if changes.get(field) is not None:
+                setattr(prompt, field, changes[field])
+        session.flush()
+        return prompt
+
+    def delete(self, session: Session, user: User, prompt_id: uuid.UUID) -> None:
+        session.delete(self.get(session, user, prompt_id))
+        session.flush()
+
+    def default_for(self, session: Session, user_id: uuid.UUID) -> SystemPrompt | None:
+        return session.scalar(
+            select(SystemPrompt).where(SystemPrompt.user_id == user_id, SystemPrompt.is_default)
+        )
+
+    def _clear_default(self, session: Session, user: User) -> None:
+        session.execute(
+            update(SystemPrompt)
+            .where(SystemPrompt.user_id == user.id, SystemPrompt.is_default)
+            .values(is_default=False)
+        )
+
+
+chat_service = ChatService()
+system_prompt_service = SystemPromptService()

@@ -1,0 +1,72 @@
+"""Read models of messages: a reply joined with its usage row, as the API shows it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.models import Message, ProviderUsage
+
+
+@dataclass(slots=True)
+class UsageView:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+
+
+@dataclass(slots=True)
+class MessageView:
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    role: str
+    status: str | None
+    content: str
+    provider: str | None
+    model: str | None
+    usage: UsageView | None
+    cost: Decimal | None
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+def message_view(message: Message, usage: ProviderUsage | None) -> MessageView:
+    usage_view = None
+    if usage is not None and usage.prompt_tokens is not None:
+        completion = usage.completion_tokens or 0
+        usage_view = UsageView(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=usage.prompt_tokens + completion,
+            estimated=usage.usage_estimated,
+        )
+    return MessageView(
+        id=message.id,
+        chat_id=message.chat_id,
+        role=message.role,
+        status=message.status,
+        content=message.content,
+        provider=message.provider_name,
+        model=message.model_name,
+        usage=usage_view,
+        cost=usage.cost if usage is not None else None,
+        error=message.error,
+        created_at=message.created_at,
+        completed_at=message.completed_at,
+    )
+
+
+def message_views(session: Session, messages: list[Message]) -> list[MessageView]:
+    ids = [m.id for m in messages if m.role == "assistant"]
+    usages: dict[uuid.UUID | None, ProviderUsage] = {}
+    if ids:
+        rows = session.scalars(select(ProviderUsage).where(ProviderUsage.message_id.in_(ids)))
+        usages = {row.message_id: row for row in rows}
+    return [message_view(m, usages.get(m.id)) for m in messages]

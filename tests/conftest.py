@@ -1,0 +1,99 @@
+"""Shared fixtures. API and pipeline tests run against real PostgreSQL and Redis.
+
+`TEST_DATABASE_URL` names the PostgreSQL server/database to use (it is dropped and recreated);
+`TEST_REDIS_URL` the Redis database (flushed between tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.engine import make_url
+
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard_test"
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Settings are read from the environment: pin them before any app module is imported.
+os.environ.update(
+    {
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": TEST_DATABASE_URL,
+        "REDIS_URL": TEST_REDIS_URL,
+        "DEFAULT_PROVIDER": "echo",
+        "ECHO_MODELS": "echo-1,echo-2",
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_MODELS": "gpt-4,gpt-3.5-turbo,stub-model",
+        "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key",
+        "ANTHROPIC_MODELS": "claude-3-sonnet-20240229,stub-model",
+    }
+)
+for _name in ("OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "OLLAMA_API_URL", "MULTI_PROVIDER_ENABLED",
+              "OPENAI_COMPATIBLE_PROVIDERS"):
+    os.environ.pop(_name, None)
+
+
+def _recreate_database(url: str) -> None:
+    import psycopg2
+
+    target = make_url(url)
+    admin = psycopg2.connect(
+        host=target.host, port=target.port or 5432, user=target.username or "postgres",
+        password=target.password, dbname="postgres",
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{target.database}"')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    """A fresh PostgreSQL database migrated to head with Alembic, once per test session."""
+    from alembic import command
+    from alembic.config import Config
+
+    _recreate_database(TEST_DATABASE_URL)
+    config = Config(os.path.join(os.path.dirname(__file__), "..", "alembic.ini"))
+    config.attributes["sqlalchemy.url"] = TEST_DATABASE_URL
+    command.upgrade(config, "head")
+    yield TEST_DATABASE_URL
+
+
+@pytest.fixture
+def db_clean(database: str) -> Iterator[None]:
+    """Each test starts with empty tables (API and worker commit for real, in other processes too)."""
+    from sqlalchemy import text
+
+    from shared.db import get_engine
+    from shared.models import Base
+
+    yield
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def redis_clean() -> Iterator[None]:
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    client.flushdb()
+    yield
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def client(db_clean: None, redis_clean: None) -> Iterator[object]:
+    from fastapi.testclient import TestClient
+
+    from api.main import app
+
+    with TestClient(app) as test_client:
+        yield test_client

@@ -1,0 +1,81 @@
+"""The Celery app: one queue per provider, named after it.
+
+    celery -A workers.celery_app worker -P gevent -Q anthropic     # one provider
+    switchboard worker                                              # every queue
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Celery
+from celery.signals import worker_init
+from kombu import Queue
+
+from shared.providers.catalog import provider_configs
+from shared.redis_client import CONNECT_TIMEOUT_SECONDS, MAX_CONNECTIONS
+from shared.settings import Settings, get_settings
+
+GENERATION_TASK = "generation.run"
+
+
+def queue_names(settings: Settings) -> list[str]:
+    return list(provider_configs(settings))
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("switchboard", include=["workers.tasks"])
+    transport = {
+        # Above the hard time limit, or Redis redelivers a job that is still running.
+        "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,
+        "socket_timeout": 30,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "max_connections": MAX_CONNECTIONS,
+    }
+    app.conf.update(
+        broker_url=settings.REDIS_URL,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=50,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
+        task_time_limit=settings.TASK_TIME_LIMIT,
+        task_queues=[Queue(name) for name in queue_names(settings)],
+        task_default_queue=settings.DEFAULT_PROVIDER,
+        task_serializer="json",
+        accept_content=["json"],
+        # Flower shows tasks and queues from these events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+celery_app = create_celery_app(get_settings())
+
+
+def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
+    """Send the job to the provider's queue. Raises if the broker cannot be reached."""
+    celery_app.send_task(
+        GENERATION_TASK,
+        args=[str(reply_id)],
+        queue=provider,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
+                      "interval_max": 0.5},
+    )
+
+
+@worker_init.connect
+def _make_psycopg2_cooperative(**_: object) -> None:
+    # Under the gevent pool, psycopg2 would block every greenlet during a query.
+    from gevent import monkey
+
+    if monkey.is_module_patched("socket"):
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
