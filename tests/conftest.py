@@ -80,12 +80,19 @@ def db_clean(database: str) -> Iterator[None]:
 
 @pytest.fixture
 def redis_clean() -> Iterator[None]:
+    """Drops the token channel's keys; the Celery broker's keys stay (a worker may be running)."""
     import redis
 
     client = redis.Redis.from_url(TEST_REDIS_URL)
-    client.flushdb()
+
+    def clean() -> None:
+        keys = list(client.scan_iter("sb:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+    clean()
     yield
-    client.flushdb()
+    clean()
     client.close()
 
 

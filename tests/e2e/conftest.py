@@ -1,0 +1,87 @@
+"""End-to-end fixtures: stub providers (threads), a uvicorn API and a Celery worker (processes).
+
+Every part is real: PostgreSQL, Redis (broker and token channel), the gevent worker pool and
+the providers' client libraries talking HTTP to the stubs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from tests.e2e.harness import Process, base_env, start_api, start_worker
+from tests.stubs.anthropic_stub import AnthropicStub
+from tests.stubs.ollama_stub import OllamaStub
+from tests.stubs.openai_stub import OpenAIStub
+
+STUB_MODELS = [
+    "stub-model", "fault-429-then-ok", "fault-500", "fault-cut", "fault-401",
+    "stub-model+tokens=40+delay=50", "stub-model+tokens=200+delay=20",
+]
+QUEUES = ["echo", "ollama", "anthropic", "openai"]
+
+
+@pytest.fixture(scope="session")
+def stub_urls() -> Iterator[dict[str, str]]:
+    with contextlib.ExitStack() as stack:
+        yield {
+            "openai": stack.enter_context(OpenAIStub().serve_in_thread()),
+            "anthropic": stack.enter_context(AnthropicStub().serve_in_thread()),
+            "ollama": stack.enter_context(OllamaStub().serve_in_thread()),
+        }
+
+
+@pytest.fixture(scope="session")
+def service_env(database: str, stub_urls: dict[str, str]) -> dict[str, str]:
+    models = ",".join(STUB_MODELS)
+    return base_env(
+        ENVIRONMENT="test",
+        DATABASE_URL=TEST_DATABASE_URL,
+        REDIS_URL=TEST_REDIS_URL,
+        DEFAULT_PROVIDER="echo",
+        ECHO_MODELS="echo-1",
+        OPENAI_API_KEY="sk-test-not-a-real-key",
+        OPENAI_API_BASE=stub_urls["openai"],  # the stub's URL ends in /v1
+        OPENAI_MODELS=models,
+        ANTHROPIC_API_KEY="sk-ant-test-not-a-real-key",
+        ANTHROPIC_BASE_URL=stub_urls["anthropic"],
+        ANTHROPIC_MODELS=models,
+        OLLAMA_API_URL=stub_urls["ollama"],
+        OLLAMA_MODELS=models,
+        PROVIDER_MAX_RETRIES="2",
+        PROVIDER_TIMEOUT_SECONDS="5",
+        TASK_SOFT_TIME_LIMIT="8",
+        TASK_TIME_LIMIT="9",
+        BROKER_VISIBILITY_TIMEOUT="10",
+        SSE_HEARTBEAT_SECONDS="2",
+    )
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e-logs")
+
+
+@pytest.fixture(scope="session")
+def api_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    process, url = start_api(service_env, log_dir)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(service_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
+    process = start_worker(service_env, log_dir, QUEUES)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def http(api_url: str, worker: Process, db_clean: None, redis_clean: None) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        yield client
