@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: settings, the DB session (the request owns the transaction), the user."""
+"""Request dependencies: settings, the DB session (the request owns the transaction), the user."""
 
 from __future__ import annotations
 

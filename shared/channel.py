@@ -173,7 +173,9 @@ async def buffer_exists(client: aioredis.Redis, reply_id: object) -> bool:
 
 
 async def append_events(
-    client: aioredis.Redis, reply_id: object, events: list[tuple[str, dict[str, Any]]],
+    client: aioredis.Redis,
+    reply_id: object,
+    events: list[tuple[str, dict[str, Any]]],
     ttl_seconds: int,
 ) -> None:
     """The asyncio twin of TokenChannel.append, for the API (e.g. cancelling a queued reply)."""

@@ -150,9 +150,7 @@ def _prompt_password() -> str:
         password = getpass.getpass("Password for the new admin: ")
         again = getpass.getpass("Repeat the password: ")
     except (EOFError, KeyboardInterrupt):
-        raise CommandError(
-            f"no password given (use --password or ${ADMIN_PASSWORD_ENV})"
-        ) from None
+        raise CommandError(f"no password given (use --password or ${ADMIN_PASSWORD_ENV})") from None
     if password != again:
         raise CommandError("the passwords do not match")
     return _check_password(password)

@@ -6,8 +6,9 @@ from __future__ import annotations
 class AppError(Exception):
     status_code: int = 500
 
-    def __init__(self, message: str, status_code: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, status_code: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status_code is not None:

@@ -89,8 +89,14 @@ class Settings(BaseSettings):
     SSE_MAX_CONNECTION_SECONDS: float = Field(default=600.0, gt=0)
     WAIT_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0)
 
-    @field_validator("OLLAMA_MODELS", "ANTHROPIC_MODELS", "OPENAI_MODELS", "ECHO_MODELS",
-                     "PROVIDERS_ENABLED", mode="before")
+    @field_validator(
+        "OLLAMA_MODELS",
+        "ANTHROPIC_MODELS",
+        "OPENAI_MODELS",
+        "ECHO_MODELS",
+        "PROVIDERS_ENABLED",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -31,8 +31,13 @@ os.environ.update(
         "ANTHROPIC_MODELS": "claude-3-sonnet-20240229,stub-model",
     }
 )
-for _name in ("OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "OLLAMA_API_URL", "MULTI_PROVIDER_ENABLED",
-              "OPENAI_COMPATIBLE_PROVIDERS"):
+for _name in (
+    "OPENAI_API_BASE",
+    "ANTHROPIC_BASE_URL",
+    "OLLAMA_API_URL",
+    "MULTI_PROVIDER_ENABLED",
+    "OPENAI_COMPATIBLE_PROVIDERS",
+):
     os.environ.pop(_name, None)
 
 
@@ -41,8 +46,11 @@ def _recreate_database(url: str) -> None:
 
     target = make_url(url)
     admin = psycopg2.connect(
-        host=target.host, port=target.port or 5432, user=target.username or "postgres",
-        password=target.password, dbname="postgres",
+        host=target.host,
+        port=target.port or 5432,
+        user=target.username or "postgres",
+        password=target.password,
+        dbname="postgres",
     )
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -66,7 +74,7 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 def db_clean(database: str) -> Iterator[None]:
-    """Each test starts with empty tables (API and worker commit for real, in other processes too)."""
+    """Each test starts with empty tables (API and worker processes commit for real)."""
     from sqlalchemy import text
 
     from shared.db import get_engine

@@ -6,8 +6,9 @@ import uuid
 from typing import Any
 
 
-def register_and_login(client: Any, email: str | None = None,
-                       password: str = "correct horse battery") -> dict[str, str]:
+def register_and_login(
+    client: Any, email: str | None = None, password: str = "correct horse battery"
+) -> dict[str, str]:
     email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
     response = client.post("/auth/register", json={"email": email, "password": password})
     assert response.status_code == 201, response.text

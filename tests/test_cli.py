@@ -60,8 +60,11 @@ def query(url: str, sql: str, **params: object) -> list[sa.Row]:
 
 
 def user(url: str, email: str) -> sa.Row | None:
-    found = query(url, "SELECT email, is_admin, is_active, password_hash FROM users"
-                       " WHERE email = :email", email=email)
+    found = query(
+        url,
+        "SELECT email, is_admin, is_active, password_hash FROM users WHERE email = :email",
+        email=email,
+    )
     return found[0] if found else None
 
 
@@ -74,8 +77,9 @@ def test_migrate_from_any_directory(sqlite_url: str, capsys: pytest.CaptureFixtu
     assert "Running upgrade 0001_baseline -> 0002_multi_provider" in err
     # Idempotent: a second run has nothing to do.
     assert cli.main(["migrate"]) == 0
-    tables = {r[0] for r in query(sqlite_url, "SELECT name FROM sqlite_master"
-                                              " WHERE type = 'table'")}
+    tables = {
+        r[0] for r in query(sqlite_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
     assert {"users", "chats", "messages", "provider_configs", "api_keys"} <= tables
 
 
@@ -90,8 +94,12 @@ def test_console_entry_point_in_a_fresh_process(tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": url, cli.ADMIN_PASSWORD_ENV: PASSWORD}
     for args in (["migrate"], ["create-admin", "--email", "ops@example.com"]):
         done = subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args], cwd=tmp_path, env=env,
-            capture_output=True, text=True, timeout=120,
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         assert PASSWORD not in done.stdout + done.stderr
@@ -167,8 +175,9 @@ def test_create_admin_promotes_an_existing_user_and_keeps_the_password(
     engine = sa.create_engine(migrated)
     with engine.begin() as conn:
         conn.execute(
-            sa.text("INSERT INTO users (id, email, password_hash) VALUES (:id, :email, :h)")
-            .bindparams(sa.bindparam("id", type_=sa.Uuid())),
+            sa.text(
+                "INSERT INTO users (id, email, password_hash) VALUES (:id, :email, :h)"
+            ).bindparams(sa.bindparam("id", type_=sa.Uuid())),
             {"id": uuid.uuid4(), "email": "member@example.com", "h": old_hash},
         )
     engine.dispose()
@@ -187,7 +196,9 @@ def test_create_admin_promotes_an_existing_user_and_keeps_the_password(
 
 
 def test_create_admin_without_a_terminal_does_not_prompt(
-    migrated: str, no_prompt: None, monkeypatch: pytest.MonkeyPatch,
+    migrated: str,
+    no_prompt: None,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(cli, "_can_prompt", lambda: False)

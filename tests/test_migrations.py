@@ -36,8 +36,17 @@ BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
 ADDED_TABLES = {"provider_configs", "provider_models", "provider_usage", "api_keys"}
 ADDED_CHAT_COLUMNS = {"provider_name", "model_name"}
 ADDED_MESSAGE_COLUMNS = {
-    "status", "provider_name", "model_name", "error", "reply_to_id", "temperature",
-    "max_tokens", "idempotency_key", "attempts", "lease_expires_at", "started_at",
+    "status",
+    "provider_name",
+    "model_name",
+    "error",
+    "reply_to_id",
+    "temperature",
+    "max_tokens",
+    "idempotency_key",
+    "attempts",
+    "lease_expires_at",
+    "started_at",
     "completed_at",
 }
 
@@ -50,8 +59,11 @@ def _admin_connection() -> Any:
 
     server = make_url(TEST_DATABASE_URL)
     conn = psycopg2.connect(
-        host=server.host, port=server.port or 5432, user=server.username or "postgres",
-        password=server.password, dbname="postgres",
+        host=server.host,
+        port=server.port or 5432,
+        user=server.username or "postgres",
+        password=server.password,
+        dbname="postgres",
     )
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
     return conn
@@ -64,9 +76,7 @@ def pg_url() -> Iterator[str]:
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(
-            hide_password=False
-        )
+        yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -153,7 +163,8 @@ def insert(conn: sa.Connection, table: str, **values: Any) -> None:
     params = ", ".join(f":{name}" for name in values)
     statement = sa.text(f"INSERT INTO {table} ({names}) VALUES ({params})")
     uuid_binds = [
-        sa.bindparam(name, type_=sa.Uuid()) for name, v in values.items()
+        sa.bindparam(name, type_=sa.Uuid())
+        for name, v in values.items()
         if isinstance(v, uuid.UUID)
     ]
     conn.execute(statement.bindparams(*uuid_binds), values)
@@ -191,10 +202,17 @@ def test_head_matches_the_models(db_url: str, engine: sa.Engine) -> None:
         ADDED_TABLES
         | {f"chats.{c}" for c in ADDED_CHAT_COLUMNS}
         | {f"messages.{c}" for c in ADDED_MESSAGE_COLUMNS}
-        | {"idx_provider_configs_name", "idx_provider_models_provider", "ix_api_keys_user_id",
-           "idx_provider_usage_user", "idx_provider_usage_date", "ix_chats_user_created",
-           "ix_messages_chat_created", "uq_messages_chat_idempotency",
-           "fk_messages_reply_to_id_messages"}
+        | {
+            "idx_provider_configs_name",
+            "idx_provider_models_provider",
+            "ix_api_keys_user_id",
+            "idx_provider_usage_user",
+            "idx_provider_usage_date",
+            "ix_chats_user_created",
+            "ix_messages_chat_created",
+            "uq_messages_chat_idempotency",
+            "fk_messages_reply_to_id_messages",
+        }
     )
 
     upgrade(db_url, "head")
@@ -218,12 +236,16 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
     }
     with engine.begin() as conn:
         insert(conn, "users", id=alice, email="alice@example.com", password_hash="h1")
-        insert(conn, "users", id=bob, email="bob@example.com", password_hash="h2",
-               is_admin=True)
-        insert(conn, "system_prompts", id=prompt, user_id=alice, name="Pirate",
-               content="Talk like a pirate.")
-        insert(conn, "chats", id=chat_a1, user_id=alice, title="Sky",
-               system_prompt_id=prompt)
+        insert(conn, "users", id=bob, email="bob@example.com", password_hash="h2", is_admin=True)
+        insert(
+            conn,
+            "system_prompts",
+            id=prompt,
+            user_id=alice,
+            name="Pirate",
+            content="Talk like a pirate.",
+        )
+        insert(conn, "chats", id=chat_a1, user_id=alice, title="Sky", system_prompt_id=prompt)
         insert(conn, "chats", id=chat_a2, user_id=alice, title="Greetings")
         insert(conn, "chats", id=chat_b, user_id=bob, title="Bob's chat")
         for message_id, (chat_id, role, content) in old_messages.items():
@@ -238,12 +260,18 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
             ("Greetings", "ollama", LEGACY_MODEL),
             ("Sky", "ollama", LEGACY_MODEL),
         ]
-        replies = rows(conn, "SELECT role, status, provider_name, model_name, attempts,"
-                             " completed_at, created_at FROM messages")
+        replies = rows(
+            conn,
+            "SELECT role, status, provider_name, model_name, attempts,"
+            " completed_at, created_at FROM messages",
+        )
         for r in replies:
             if r.role == "assistant":
                 assert (r.status, r.provider_name, r.model_name) == (
-                    "completed", "ollama", LEGACY_MODEL)
+                    "completed",
+                    "ollama",
+                    LEGACY_MODEL,
+                )
                 assert r.completed_at == r.created_at
             else:
                 assert (r.status, r.provider_name, r.model_name) == (None, None, None)
@@ -251,24 +279,32 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
             assert r.attempts == 0
 
         configs = {
-            r.provider_name: r for r in rows(
-                conn, "SELECT provider_name, is_enabled, api_endpoint, default_model,"
-                      " temperature_default, max_tokens, config_json FROM provider_configs")
+            r.provider_name: r
+            for r in rows(
+                conn,
+                "SELECT provider_name, is_enabled, api_endpoint, default_model,"
+                " temperature_default, max_tokens, config_json FROM provider_configs",
+            )
         }
         assert set(configs) == {"ollama", "anthropic", "openai"}
         ollama, anthropic, openai = configs["ollama"], configs["anthropic"], configs["openai"]
         assert (bool(ollama.is_enabled), ollama.api_endpoint, ollama.default_model) == (
-            True, "http://gpu-box:11434", LEGACY_MODEL)
+            True,
+            "http://gpu-box:11434",
+            LEGACY_MODEL,
+        )
         assert not anthropic.is_enabled  # no ANTHROPIC_API_KEY
         assert anthropic.api_endpoint is None
-        assert (bool(openai.is_enabled), openai.api_endpoint) == (
-            True, "https://api.openai.com/v1")
+        assert (bool(openai.is_enabled), openai.api_endpoint) == (True, "https://api.openai.com/v1")
         assert openai.default_model == get_settings().DEFAULT_OPENAI_MODEL
         assert {r.temperature_default for r in configs.values()} == {0.7}
         assert all(r.config_json is None for r in configs.values())
 
-        models = rows(conn, "SELECT c.provider_name, m.model_name FROM provider_models m"
-                            " JOIN provider_configs c ON c.id = m.provider_id")
+        models = rows(
+            conn,
+            "SELECT c.provider_name, m.model_name FROM provider_models m"
+            " JOIN provider_configs c ON c.id = m.provider_id",
+        )
         by_provider: dict[str, set[str]] = {}
         for r in models:
             by_provider.setdefault(r.provider_name, set()).add(r.model_name)
@@ -280,30 +316,69 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
         }
         # Never an API key in the database.
         dump = repr(rows(conn, "SELECT * FROM provider_configs")) + repr(
-            rows(conn, "SELECT * FROM provider_models"))
+            rows(conn, "SELECT * FROM provider_models")
+        )
         assert "sk-test-secret-never-stored" not in dump
 
     # --- the multi-provider service writes new-style rows ---------------------------------
     chat_new, question, answer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     with engine.begin() as conn:
-        insert(conn, "chats", id=chat_new, user_id=bob, title="Multi",
-               provider_name="openai", model_name="gpt-4")
-        insert(conn, "messages", id=question, chat_id=chat_new, role="user",
-               content="Hello GPT", idempotency_key="k-1")
-        insert(conn, "messages", id=answer, chat_id=chat_new, role="assistant",
-               content="Hi from GPT", status="running", provider_name="openai",
-               model_name="gpt-4", reply_to_id=question, attempts=1, temperature=0.2)
-        insert(conn, "provider_usage", user_id=bob, chat_id=chat_new, message_id=answer,
-               provider_name="openai", model_name="gpt-4", tokens_used=12, cost="0.000360")
+        insert(
+            conn,
+            "chats",
+            id=chat_new,
+            user_id=bob,
+            title="Multi",
+            provider_name="openai",
+            model_name="gpt-4",
+        )
+        insert(
+            conn,
+            "messages",
+            id=question,
+            chat_id=chat_new,
+            role="user",
+            content="Hello GPT",
+            idempotency_key="k-1",
+        )
+        insert(
+            conn,
+            "messages",
+            id=answer,
+            chat_id=chat_new,
+            role="assistant",
+            content="Hi from GPT",
+            status="running",
+            provider_name="openai",
+            model_name="gpt-4",
+            reply_to_id=question,
+            attempts=1,
+            temperature=0.2,
+        )
+        insert(
+            conn,
+            "provider_usage",
+            user_id=bob,
+            chat_id=chat_new,
+            message_id=answer,
+            provider_name="openai",
+            model_name="gpt-4",
+            tokens_used=12,
+            cost="0.000360",
+        )
         conn.execute(
-            sa.text("INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at)"
-                    " VALUES (:id, :user_id, 'cli', 'sb_abc', :h, CURRENT_TIMESTAMP)")
-            .bindparams(sa.bindparam("id", type_=sa.Uuid()),
-                        sa.bindparam("user_id", type_=sa.Uuid())),
+            sa.text(
+                "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at)"
+                " VALUES (:id, :user_id, 'cli', 'sb_abc', :h, CURRENT_TIMESTAMP)"
+            ).bindparams(
+                sa.bindparam("id", type_=sa.Uuid()), sa.bindparam("user_id", type_=sa.Uuid())
+            ),
             {"id": uuid.uuid4(), "user_id": alice, "h": "0" * 64},
         )
-    new_messages = {question: (chat_new, "user", "Hello GPT"),
-                    answer: (chat_new, "assistant", "Hi from GPT")}
+    new_messages = {
+        question: (chat_new, "user", "Hello GPT"),
+        answer: (chat_new, "assistant", "Hi from GPT"),
+    }
 
     # --- roll back to the baseline: every user, chat and message stays --------------------
     downgrade(db_url, BASELINE)
@@ -313,8 +388,10 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
     assert columns(engine, "messages").isdisjoint(ADDED_MESSAGE_COLUMNS)
     id_type = sa.Uuid()
     with engine.connect() as conn:
-        users = {r.email: (r.is_admin, r.password_hash) for r in rows(
-            conn, "SELECT email, is_admin, password_hash FROM users")}
+        users = {
+            r.email: (r.is_admin, r.password_hash)
+            for r in rows(conn, "SELECT email, is_admin, password_hash FROM users")
+        }
         assert users == {"alice@example.com": (False, "h1"), "bob@example.com": (True, "h2")}
         prompts = rows(conn, "SELECT name, content FROM system_prompts")
         assert [tuple(r) for r in prompts] == [("Pirate", "Talk like a pirate.")]
@@ -322,7 +399,8 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
         assert set(chats) == {"Sky", "Greetings", "Bob's chat", "Multi"}
         assert chats["Sky"].system_prompt_id is not None
         query = sa.text("SELECT id, chat_id, role, content FROM messages").columns(
-            id=id_type, chat_id=id_type)
+            id=id_type, chat_id=id_type
+        )
         messages = {r.id: (r.chat_id, r.role, r.content) for r in conn.execute(query)}
         assert messages == old_messages | new_messages
 
@@ -334,8 +412,9 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
         assert conn.scalar(sa.text("SELECT count(*) FROM messages")) == 7
         assert conn.scalar(sa.text("SELECT count(*) FROM provider_configs")) == 3
         # What the downgrade lost comes back as the baseline's defaults.
-        multi = conn.execute(sa.text(
-            "SELECT provider_name, model_name FROM chats WHERE title = 'Multi'")).one()
+        multi = conn.execute(
+            sa.text("SELECT provider_name, model_name FROM chats WHERE title = 'Multi'")
+        ).one()
         assert tuple(multi) == ("ollama", LEGACY_MODEL)
         if engine.dialect.name == "sqlite":
             assert rows(conn, "PRAGMA foreign_key_check") == []

@@ -1,7 +1,7 @@
 """The Celery app: one queue per provider, named after it.
 
-    celery -A workers.celery_app worker -P gevent -Q anthropic     # one provider
-    switchboard worker                                              # every queue
+celery -A workers.celery_app worker -P gevent -Q anthropic     # one provider
+switchboard worker                                              # every queue
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import uuid
 
 from celery import Celery
-from celery.signals import worker_init
-from kombu import Queue
+from celery.signals import worker_init, worker_ready
+from kombu import Exchange, Queue
 
 from shared.providers.catalog import provider_configs
 from shared.redis_client import CONNECT_TIMEOUT_SECONDS, MAX_CONNECTIONS
 from shared.settings import Settings, get_settings
+from workers.redelivery import start_redelivery_sweeper
 
 GENERATION_TASK = "generation.run"
 
@@ -43,7 +44,12 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
         task_time_limit=settings.TASK_TIME_LIMIT,
-        task_queues=[Queue(name) for name in queue_names(settings)],
+        # Each queue has its own exchange and key: with a shared default exchange, kombu's
+        # Redis transport would copy every job into every queue.
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in queue_names(settings)
+        ],
         task_default_queue=settings.DEFAULT_PROVIDER,
         task_serializer="json",
         accept_content=["json"],
@@ -65,9 +71,18 @@ def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
         args=[str(reply_id)],
         queue=provider,
         retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
-                      "interval_max": 0.5},
+        retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
     )
+
+
+@worker_ready.connect
+def _start_redelivery_sweeper(sender: object, **_: object) -> None:
+    start_redelivery_sweeper(celery_app, get_settings().BROKER_VISIBILITY_TIMEOUT)
 
 
 @worker_init.connect

@@ -85,7 +85,9 @@ def run_generation(reply_id: uuid.UUID, settings: Settings | None = None) -> Non
         return  # finished already, or another delivery holds a live lease
     if claim.attempt > settings.TASK_MAX_DELIVERIES:
         outcome = Outcome(
-            ReplyStatus.failed, "", None,
+            ReplyStatus.failed,
+            "",
+            None,
             error=f"Generation abandoned after {claim.attempt - 1} deliveries: "
             "the worker stopped during each one",
         )
@@ -124,8 +126,13 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
                 content="",
             )
             .returning(
-                Message.chat_id, Message.attempts, Message.provider_name, Message.model_name,
-                Message.temperature, Message.max_tokens, Message.created_at,
+                Message.chat_id,
+                Message.attempts,
+                Message.provider_name,
+                Message.model_name,
+                Message.temperature,
+                Message.max_tokens,
+                Message.created_at,
             )
         ).one_or_none()
         if row is None:
@@ -144,9 +151,15 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
         messages = [ProviderMessage(role="system", content=system)] if system else []
         messages += [ProviderMessage(role=m.role, content=m.content) for m in history]  # type: ignore[arg-type]
         return Claim(
-            reply_id=reply_id, chat_id=row.chat_id, user_id=chat.user_id, attempt=row.attempts,
-            provider=row.provider_name, model=row.model_name, temperature=row.temperature,
-            max_tokens=row.max_tokens, messages=messages,
+            reply_id=reply_id,
+            chat_id=row.chat_id,
+            user_id=chat.user_id,
+            attempt=row.attempts,
+            provider=row.provider_name,
+            model=row.model_name,
+            temperature=row.temperature,
+            max_tokens=row.max_tokens,
+            messages=messages,
         )
 
 
@@ -155,8 +168,9 @@ def _system_prompt(session: Any, chat: Chat) -> str | None:
         prompt = session.get(SystemPrompt, chat.system_prompt_id)
     else:
         prompt = session.scalar(
-            select(SystemPrompt).where(SystemPrompt.user_id == chat.user_id,
-                                       SystemPrompt.is_default)
+            select(SystemPrompt).where(
+                SystemPrompt.user_id == chat.user_id, SystemPrompt.is_default
+            )
         )
     return prompt.content if prompt is not None else None
 
@@ -172,7 +186,9 @@ def _stream(claim: Claim, publisher: ReplyPublisher, settings: Settings) -> Outc
     try:
         provider = provider_manager.get_provider(claim.provider)
         events = provider.generate_streaming_response(
-            claim.messages, claim.model, temperature=claim.temperature,
+            claim.messages,
+            claim.model,
+            temperature=claim.temperature,
             max_tokens=claim.max_tokens,
         )
         for event in events:
@@ -206,8 +222,13 @@ def _stream(claim: Claim, publisher: ReplyPublisher, settings: Settings) -> Outc
     if status is ReplyStatus.completed and end is None:
         status, error = ReplyStatus.failed, "The provider stream ended without its final event"
     return Outcome(
-        status, text, usage, finish_reason=end.finish_reason if end else None, error=error,
-        ttft_ms=ttft_ms, elapsed_ms=int((time.monotonic() - started) * 1000),
+        status,
+        text,
+        usage,
+        finish_reason=end.finish_reason if end else None,
+        error=error,
+        ttft_ms=ttft_ms,
+        elapsed_ms=int((time.monotonic() - started) * 1000),
     )
 
 
@@ -217,45 +238,68 @@ def _finish(
     """Store reply, status and usage in one transaction, then announce the end."""
     usage = outcome.usage
     cost = (
-        cost_of(price_for(claim.provider, claim.model), usage.prompt_tokens,
-                usage.completion_tokens)
-        if usage is not None else None
+        cost_of(
+            price_for(claim.provider, claim.model), usage.prompt_tokens, usage.completion_tokens
+        )
+        if usage is not None
+        else None
     )
     with session_scope() as session:
         updated = session.execute(
             update(Message)
-            .where(Message.id == claim.reply_id, Message.status == ReplyStatus.running,
-                   Message.attempts == claim.attempt)
-            .values(content=outcome.text, status=outcome.status, error=outcome.error,
-                    completed_at=utcnow(), lease_expires_at=None)
+            .where(
+                Message.id == claim.reply_id,
+                Message.status == ReplyStatus.running,
+                Message.attempts == claim.attempt,
+            )
+            .values(
+                content=outcome.text,
+                status=outcome.status,
+                error=outcome.error,
+                completed_at=utcnow(),
+                lease_expires_at=None,
+            )
         ).rowcount
         if updated == 0:
             log.info("reply %s was taken over by a later delivery", claim.reply_id)
             return
         session.add(
             ProviderUsage(
-                user_id=claim.user_id, provider_name=claim.provider, model_name=claim.model,
-                chat_id=claim.chat_id, message_id=claim.reply_id,
+                user_id=claim.user_id,
+                provider_name=claim.provider,
+                model_name=claim.model,
+                chat_id=claim.chat_id,
+                message_id=claim.reply_id,
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 completion_tokens=usage.completion_tokens if usage else None,
                 tokens_used=usage.total_tokens if usage else None,
                 usage_estimated=usage.estimated if usage else False,
-                cost=cost, response_time_ms=outcome.elapsed_ms,
-                time_to_first_token_ms=outcome.ttft_ms, status=outcome.status,
+                cost=cost,
+                response_time_ms=outcome.elapsed_ms,
+                time_to_first_token_ms=outcome.ttft_ms,
+                status=outcome.status,
             )
         )
     usage_data = (
-        {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-         "total_tokens": usage.total_tokens, "estimated": usage.estimated}
-        if usage else None
+        {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "estimated": usage.estimated,
+        }
+        if usage
+        else None
     )
     if outcome.status is ReplyStatus.failed:
         event, data = "error", {"status": "failed", "error": outcome.error, "usage": usage_data}
     else:
         event = "done"
-        data = {"status": str(outcome.status), "usage": usage_data,
-                "cost": str(cost) if cost is not None else None,
-                "finish_reason": outcome.finish_reason}
+        data = {
+            "status": str(outcome.status),
+            "usage": usage_data,
+            "cost": str(cost) if cost is not None else None,
+            "finish_reason": outcome.finish_reason,
+        }
     if publisher is not None:
         publisher.finish(event, data)
     else:

@@ -35,8 +35,12 @@ def login(
 def create_api_key(body: ApiKeyCreate, session: SessionDep, user: CurrentUser) -> ApiKeyCreated:
     row, key = account_service.create_api_key(session, user, name=body.name)
     return ApiKeyCreated(
-        id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at,
-        last_used_at=row.last_used_at, key=key,
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        key=key,
     )
 
 

@@ -14,10 +14,16 @@ router = APIRouter(prefix="/chats", tags=["chats"])
 
 
 @router.post("", response_model=ChatRead, status_code=status.HTTP_201_CREATED)
-def create_chat(body: ChatCreate, session: SessionDep, settings: SettingsDep,
-                user: CurrentUser) -> object:
+def create_chat(
+    body: ChatCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> object:
     return chat_service.create(
-        session, settings, user, title=body.title, provider=body.provider, model=body.model,
+        session,
+        settings,
+        user,
+        title=body.title,
+        provider=body.provider,
+        model=body.model,
         system_prompt_id=body.system_prompt_id,
     )
 
@@ -34,9 +40,16 @@ def read_chat(chat_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> obj
 
 
 @router.patch("/{chat_id}", response_model=ChatRead)
-def update_chat(chat_id: uuid.UUID, body: ChatUpdate, session: SessionDep,
-                settings: SettingsDep, user: CurrentUser) -> object:
-    return chat_service.update(session, settings, user, chat_id, body.model_dump(exclude_unset=True))
+def update_chat(
+    chat_id: uuid.UUID,
+    body: ChatUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> object:
+    return chat_service.update(
+        session, settings, user, chat_id, body.model_dump(exclude_unset=True)
+    )
 
 
 @router.delete("/{chat_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -45,8 +58,9 @@ def delete_chat(chat_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> N
 
 
 @router.get("/{chat_id}/messages", response_model=MessageList)
-def list_messages(chat_id: uuid.UUID, session: SessionDep, user: CurrentUser,
-                  page: PageDep) -> object:
+def list_messages(
+    chat_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageDep
+) -> object:
     rows, count = chat_service.list_messages(
         session, user, chat_id, limit=page.limit, offset=page.offset
     )

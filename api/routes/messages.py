@@ -55,8 +55,10 @@ def _accepted(submitted: object) -> SubmitAccepted:
     "/chats/{chat_id}/messages",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SubmitAccepted,
-    responses={200: {"model": MessageRead, "description": "With ?wait=true: the finished reply"},
-               503: {"description": "The queue is down; the message is stored, the reply failed"}},
+    responses={
+        200: {"model": MessageRead, "description": "With ?wait=true: the finished reply"},
+        503: {"description": "The queue is down; the message is stored, the reply failed"},
+    },
 )
 async def submit_message(
     chat_id: uuid.UUID,
@@ -69,10 +71,18 @@ async def submit_message(
     wait: Annotated[bool, Query(description="Block until the reply is finished")] = False,
 ) -> object:
     submitted = await run_in_threadpool(
-        submission_service.submit, session, settings, user, chat_id,
-        text=body.message, provider=body.provider, model=body.model,
-        temperature=body.temperature, max_tokens=body.max_tokens,
-        idempotency_key=idempotency_key, enqueue=enqueue_generation,
+        submission_service.submit,
+        session,
+        settings,
+        user,
+        chat_id,
+        text=body.message,
+        provider=body.provider,
+        model=body.model,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+        idempotency_key=idempotency_key,
+        enqueue=enqueue_generation,
     )
     accepted = _accepted(submitted)
     if not wait:
@@ -80,16 +90,22 @@ async def submit_message(
     finished = await _wait_for_terminal(request, submitted.reply_id, settings)
     if not finished:
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
-    return JSONResponse((await run_in_threadpool(_read_message, submitted.reply_id))
-                        .model_dump(mode="json"), status_code=200)
+    return JSONResponse(
+        (await run_in_threadpool(_read_message, submitted.reply_id)).model_dump(mode="json"),
+        status_code=200,
+    )
 
 
 async def _wait_for_terminal(request: Request, reply_id: uuid.UUID, settings: Settings) -> bool:
     deadline = time.monotonic() + settings.WAIT_TIMEOUT_SECONDS
     after = "0-0"
     while (remaining := deadline - time.monotonic()) > 0:
-        events = await read_events(request.app.state.redis, reply_id, after,
-                                   block_ms=int(min(remaining, IDLE_BLOCK_MS / 1000) * 1000))
+        events = await read_events(
+            request.app.state.redis,
+            reply_id,
+            after,
+            block_ms=int(min(remaining, IDLE_BLOCK_MS / 1000) * 1000),
+        )
         for event in events:
             after = event.id
             if event.event in TERMINAL_EVENTS:
@@ -112,8 +128,9 @@ def _read_message(message_id: uuid.UUID) -> MessageRead:
 
 
 @router.get("/messages/{message_id}", response_model=MessageRead)
-async def read_message(message_id: uuid.UUID, request: Request, session: SessionDep,
-                       user: CurrentUser) -> MessageRead:
+async def read_message(
+    message_id: uuid.UUID, request: Request, session: SessionDep, user: CurrentUser
+) -> MessageRead:
     """A message; for a reply still generating, `content` is the text streamed so far."""
     message = await run_in_threadpool(submission_service.get_reply, session, user, message_id)
     view = (await run_in_threadpool(message_views, session, [message]))[0]
@@ -123,10 +140,18 @@ async def read_message(message_id: uuid.UUID, request: Request, session: Session
     return result
 
 
-@router.post("/messages/{message_id}/cancel", response_model=MessageRead,
-             responses={409: {"description": "The reply has already finished"}})
-async def cancel_message(message_id: uuid.UUID, request: Request, session: SessionDep,
-                         settings: SettingsDep, user: CurrentUser) -> MessageRead:
+@router.post(
+    "/messages/{message_id}/cancel",
+    response_model=MessageRead,
+    responses={409: {"description": "The reply has already finished"}},
+)
+async def cancel_message(
+    message_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> MessageRead:
     message = await run_in_threadpool(submission_service.cancel, session, user, message_id)
     await run_in_threadpool(session.commit)
     redis = request.app.state.redis
@@ -136,16 +161,21 @@ async def cancel_message(message_id: uuid.UUID, request: Request, session: Sessi
         # The worker sees the flag at its next flush, stops, and stores the partial reply.
         await request_stop(redis, message.id, settings.TOKEN_STREAM_TTL_SECONDS)
     else:  # cancelled before a worker took it: end any open stream here
-        await append_events(redis, message.id, [terminal_event(result)],
-                            settings.TOKEN_STREAM_TTL_SECONDS)
+        await append_events(
+            redis, message.id, [terminal_event(result)], settings.TOKEN_STREAM_TTL_SECONDS
+        )
     return result
 
 
 @router.get(
     "/messages/{message_id}/stream",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "`token` events, then one `done` or `error` event"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`token` events, then one `done` or `error` event",
+        }
+    },
 )
 async def stream_message(
     message_id: uuid.UUID,
@@ -204,11 +234,11 @@ async def _replay_from_database(
 ) -> AsyncIterator[ServerSentEvent]:
     message = await run_in_threadpool(_read_message, reply_id)
     if sent_any:
-        yield ServerSentEvent(data=json.dumps({"reason": "replayed from the database"}),
-                              event="reset", id="db-0")
+        yield ServerSentEvent(
+            data=json.dumps({"reason": "replayed from the database"}), event="reset", id="db-0"
+        )
     if message.content:
-        yield ServerSentEvent(data=json.dumps({"delta": message.content}), event="token",
-                              id="db-1")
+        yield ServerSentEvent(data=json.dumps({"delta": message.content}), event="token", id="db-1")
     event, data = terminal_event(message)
     yield ServerSentEvent(data=json.dumps(data), event=event, id="db-2")
 
@@ -217,5 +247,8 @@ def terminal_event(message: MessageRead) -> tuple[str, dict[str, object]]:
     usage = message.usage.model_dump() if message.usage else None
     if message.status == ReplyStatus.failed:
         return "error", {"status": "failed", "error": message.error, "usage": usage}
-    return "done", {"status": message.status, "usage": usage,
-                    "cost": str(message.cost) if message.cost is not None else None}
+    return "done", {
+        "status": message.status,
+        "usage": usage,
+        "cost": str(message.cost) if message.cost is not None else None,
+    }

@@ -17,8 +17,9 @@ router = APIRouter(prefix="/system-prompts", tags=["system-prompts"])
 
 
 @router.post("", response_model=SystemPromptRead, status_code=status.HTTP_201_CREATED)
-def create_system_prompt(body: SystemPromptCreate, session: SessionDep,
-                         user: CurrentUser) -> object:
+def create_system_prompt(
+    body: SystemPromptCreate, session: SessionDep, user: CurrentUser
+) -> object:
     return system_prompt_service.create(
         session, user, name=body.name, content=body.content, is_default=body.is_default
     )
@@ -36,8 +37,9 @@ def read_system_prompt(prompt_id: uuid.UUID, session: SessionDep, user: CurrentU
 
 
 @router.patch("/{prompt_id}", response_model=SystemPromptRead)
-def update_system_prompt(prompt_id: uuid.UUID, body: SystemPromptUpdate, session: SessionDep,
-                         user: CurrentUser) -> object:
+def update_system_prompt(
+    prompt_id: uuid.UUID, body: SystemPromptUpdate, session: SessionDep, user: CurrentUser
+) -> object:
     return system_prompt_service.update(
         session, user, prompt_id, body.model_dump(exclude_unset=True)
     )

@@ -43,7 +43,9 @@ def resolve_selection(
     enabled = sorted(n for n, c in configs.items() if c.enabled)
     config = configs.get(name)
     if config is None:
-        raise InvalidSelection(f"Unknown provider '{name}'. Available providers: {', '.join(enabled)}")
+        raise InvalidSelection(
+            f"Unknown provider '{name}'. Available providers: {', '.join(enabled)}"
+        )
     if not config.enabled:
         raise InvalidSelection(
             f"Provider '{name}' is disabled. Available providers: {', '.join(enabled)}"

@@ -54,8 +54,12 @@ class ChatService:
             raise ChatNotFound("Chat not found")
         return chat
 
-    def list(self, session: Session, user: User, *, limit: int, offset: int) -> tuple[list[Chat], int]:
-        count = session.scalar(select(func.count()).select_from(Chat).where(Chat.user_id == user.id))
+    def list(
+        self, session: Session, user: User, *, limit: int, offset: int
+    ) -> tuple[list[Chat], int]:
+        count = session.scalar(
+            select(func.count()).select_from(Chat).where(Chat.user_id == user.id)
+        )
         rows = session.scalars(
             select(Chat)
             .where(Chat.user_id == user.id)
@@ -66,7 +70,11 @@ class ChatService:
         return list(rows), count or 0
 
     def update(
-        self, session: Session, settings: Settings, user: User, chat_id: uuid.UUID,
+        self,
+        session: Session,
+        settings: Settings,
+        user: User,
+        chat_id: uuid.UUID,
         changes: dict[str, Any],
     ) -> Chat:
         chat = self.get(session, user, chat_id)
@@ -132,8 +140,11 @@ class SystemPromptService:
         where = SystemPrompt.user_id == user.id
         count = session.scalar(select(func.count()).select_from(SystemPrompt).where(where))
         rows = session.scalars(
-            select(SystemPrompt).where(where).order_by(SystemPrompt.created_at.desc())
-            .limit(limit).offset(offset)
+            select(SystemPrompt)
+            .where(where)
+            .order_by(SystemPrompt.created_at.desc())
+            .limit(limit)
+            .offset(offset)
         )
         return list(rows), count or 0
 

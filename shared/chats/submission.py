@@ -74,8 +74,11 @@ class SubmissionService:
         if len(text) > settings.MAX_MESSAGE_CHARS:
             raise BadRequest(f"Message exceeds {settings.MAX_MESSAGE_CHARS} characters")
         selection = resolve_selection(
-            settings, provider=provider, model=model,
-            fallback_provider=chat.provider_name, fallback_model=chat.model_name,
+            settings,
+            provider=provider,
+            model=model,
+            fallback_provider=chat.provider_name,
+            fallback_model=chat.model_name,
         )
         user_message = Message(
             chat_id=chat.id, role="user", content=text, idempotency_key=idempotency_key
@@ -83,9 +86,15 @@ class SubmissionService:
         session.add(user_message)
         session.flush()  # the reply's created_at must sort after the user message
         reply = Message(
-            chat_id=chat.id, role="assistant", content="", status=ReplyStatus.queued,
-            provider_name=selection.provider, model_name=selection.model,
-            temperature=temperature, max_tokens=max_tokens, reply_to_id=user_message.id,
+            chat_id=chat.id,
+            role="assistant",
+            content="",
+            status=ReplyStatus.queued,
+            provider_name=selection.provider,
+            model_name=selection.model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            reply_to_id=user_message.id,
         )
         session.add(reply)
         chat.updated_at = utcnow()
@@ -110,8 +119,9 @@ class SubmissionService:
             )
             session.commit()
             raise QueueUnavailable(QUEUE_UNAVAILABLE, headers={"Retry-After": "5"}) from exc
-        return Submitted(user_message.id, reply.id, ReplyStatus.queued, selection.provider,
-                         selection.model)
+        return Submitted(
+            user_message.id, reply.id, ReplyStatus.queued, selection.provider, selection.model
+        )
 
     def _find_by_idempotency_key(
         self, session: Session, chat_id: uuid.UUID, key: str
@@ -124,8 +134,13 @@ class SubmissionService:
         reply = session.scalar(select(Message).where(Message.reply_to_id == user_message.id))
         if reply is None:
             return None
-        return Submitted(user_message.id, reply.id, reply.status or "", reply.provider_name or "",
-                         reply.model_name or "")
+        return Submitted(
+            user_message.id,
+            reply.id,
+            reply.status or "",
+            reply.provider_name or "",
+            reply.model_name or "",
+        )
 
     def get_reply(self, session: Session, user: User, message_id: uuid.UUID) -> Message:
         message = session.get(Message, message_id)

@@ -28,7 +28,7 @@ Money = Numeric(10, 6)
 
 
 class ProviderConfigRow(Timestamps, Base):
-    """The plan's `provider_configs` (named ...Row to keep `ProviderConfig` for the adapter config)."""
+    """The plan's `provider_configs` (`ProviderConfig` is taken by the adapter config)."""
 
     __tablename__ = "provider_configs"
     __table_args__ = (Index("idx_provider_configs_name", "provider_name"),)

@@ -86,7 +86,10 @@ class ChatResponse(BaseModel):
 
 
 def estimate_tokens(text: str) -> int:
-    """Rough token count for servers that report none: ~4 characters per token (OpenAI's rule of thumb)."""
+    """Rough token count for servers that report none.
+
+    ~4 characters per token, OpenAI's rule of thumb for English text.
+    """
     return math.ceil(len(text) / 4) if text else 0
 
 
@@ -111,6 +114,22 @@ class BaseProvider(ABC):
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
 
+    def __repr__(self) -> str:
+        # Never show the client objects: some keep the API key as a plain attribute.
+        return (
+            f"<{type(self).__name__} name={self.config.name!r} "
+            f"endpoint={self.config.api_endpoint!r}>"
+        )
+
+    @classmethod
+    def default_config(cls, settings: Any) -> ProviderConfig | None:
+        """A plugin's own configuration, used when the built-in catalog does not know it.
+
+        `settings` is the app's `Settings`; plugins usually read their own environment
+        variables here. Return None to stay unconfigured (listed but not usable).
+        """
+        return None
+
     @abstractmethod
     def _stream(
         self,
@@ -119,7 +138,10 @@ class BaseProvider(ABC):
         temperature: float | None,
         max_tokens: int | None,
     ) -> Iterator[StreamEvent]:
-        """One attempt: yield TextDelta items, then exactly one StreamEnd, or raise ProviderError."""
+        """One attempt: yield TextDelta items, then exactly one StreamEnd.
+
+        Raise a ProviderError subclass instead of ending early.
+        """
 
     @abstractmethod
     def list_models(self) -> list[dict[str, Any]]:
@@ -129,7 +151,7 @@ class BaseProvider(ABC):
         """Whether `model` is one this deployment allows for this provider (no network)."""
         return model in self.config.models
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold no resources
         """Release connections; called when the instance is replaced."""
 
     def generate_streaming_response(

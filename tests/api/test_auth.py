@@ -73,7 +73,9 @@ def test_api_key_lifecycle(client):
     key_headers = {"Authorization": f"Bearer {key}"}
     assert client.get("/users/me", headers=key_headers).status_code == 200
 
-    assert client.delete(f"/auth/api-keys/{created.json()['id']}", headers=headers).status_code == 204
+    assert (
+        client.delete(f"/auth/api-keys/{created.json()['id']}", headers=headers).status_code == 204
+    )
     assert client.get("/users/me", headers=key_headers).status_code == 401
     assert client.get("/auth/api-keys", headers=headers).json() == []
 

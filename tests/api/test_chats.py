@@ -19,12 +19,19 @@ def test_chat_crud(client):
 
     assert client.get(f"/chats/{chat['id']}", headers=headers).json()["title"] == "First"
     patched = client.patch(
-        f"/chats/{chat['id']}", json={"title": "Renamed", "provider": "openai", "model": "gpt-4"},
+        f"/chats/{chat['id']}",
+        json={"title": "Renamed", "provider": "openai", "model": "gpt-4"},
         headers=headers,
     )
     assert patched.status_code == 200
-    assert (patched.json()["title"], patched.json()["provider_name"], patched.json()["model_name"]) == (
-        "Renamed", "openai", "gpt-4",
+    assert (
+        patched.json()["title"],
+        patched.json()["provider_name"],
+        patched.json()["model_name"],
+    ) == (
+        "Renamed",
+        "openai",
+        "gpt-4",
     )
     assert client.delete(f"/chats/{chat['id']}", headers=headers).status_code == 204
     assert client.get(f"/chats/{chat['id']}", headers=headers).status_code == 404
@@ -42,7 +49,9 @@ def test_invalid_provider_or_model_names_the_choices_and_stores_nothing(client):
     unknown = client.post("/chats", json={"provider": "nope"}, headers=headers)
     assert unknown.status_code == 422
     assert "echo" in unknown.json()["detail"] and "openai" in unknown.json()["detail"]
-    bad_model = client.post("/chats", json={"provider": "openai", "model": "gpt-9"}, headers=headers)
+    bad_model = client.post(
+        "/chats", json={"provider": "openai", "model": "gpt-9"}, headers=headers
+    )
     assert bad_model.status_code == 422
     assert "gpt-4" in bad_model.json()["detail"]
     with session_scope() as session:
@@ -102,8 +111,9 @@ def test_system_prompt_crud_and_single_default(client):
     defaults = {p["id"]: p["is_default"] for p in listed["data"]}
     assert defaults == {first["id"]: False, second["id"]: True}
 
-    updated = client.patch(f"/system-prompts/{first['id']}", json={"content": "uno"},
-                           headers=headers)
+    updated = client.patch(
+        f"/system-prompts/{first['id']}", json={"content": "uno"}, headers=headers
+    )
     assert updated.json()["content"] == "uno"
     chat = client.post("/chats", json={"system_prompt_id": first["id"]}, headers=headers).json()
     assert chat["system_prompt_id"] == first["id"]
@@ -127,8 +137,9 @@ def test_deleting_a_chat_deletes_its_messages(client):
     chat = client.post("/chats", json={}, headers=headers).json()
     with session_scope() as session:
         session.add(Message(chat_id=uuid.UUID(chat["id"]), role="user", content="hi"))
-        session.add(SystemPrompt(user_id=session.scalar(select(Chat.user_id)), name="n",
-                                 content="c"))
+        session.add(
+            SystemPrompt(user_id=session.scalar(select(Chat.user_id)), name="n", content="c")
+        )
     client.delete(f"/chats/{chat['id']}", headers=headers)
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 0

@@ -32,8 +32,10 @@ def test_wrong_types_and_unknown_fields_are_422(client):
 
 def test_unknown_and_malformed_ids(client):
     headers = register_and_login(client)
-    assert client.get("/chats/00000000-0000-0000-0000-000000000000",
-                      headers=headers).status_code == 404
+    assert (
+        client.get("/chats/00000000-0000-0000-0000-000000000000", headers=headers).status_code
+        == 404
+    )
     not_uuid = client.get("/chats/not-a-uuid", headers=headers)
     assert not_uuid.status_code == 422 and "detail" in not_uuid.json()
     assert client.get("/no-such-route").json()["detail"] == "Not Found"
@@ -42,8 +44,9 @@ def test_unknown_and_malformed_ids(client):
 def test_oversized_body_is_413_and_changes_nothing(client):
     headers = register_and_login(client)
     huge = '{"title": "' + "x" * 2_000_000 + '"}'
-    response = client.post("/chats", content=huge,
-                           headers=headers | {"Content-Type": "application/json"})
+    response = client.post(
+        "/chats", content=huge, headers=headers | {"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["detail"].startswith("Request body exceeds")
     assert _chat_count() == 0
@@ -59,9 +62,20 @@ def test_health_and_readiness(client):
 def test_openapi_documents_every_endpoint(client):
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    for path in ["/auth/register", "/auth/token", "/auth/api-keys", "/auth/api-keys/{key_id}",
-                 "/users/me", "/chats", "/chats/{chat_id}", "/chats/{chat_id}/messages",
-                 "/system-prompts", "/system-prompts/{prompt_id}", "/healthz", "/readyz"]:
+    for path in [
+        "/auth/register",
+        "/auth/token",
+        "/auth/api-keys",
+        "/auth/api-keys/{key_id}",
+        "/users/me",
+        "/chats",
+        "/chats/{chat_id}",
+        "/chats/{chat_id}/messages",
+        "/system-prompts",
+        "/system-prompts/{prompt_id}",
+        "/healthz",
+        "/readyz",
+    ]:
         assert path in paths, path
     create_chat = paths["/chats"]["post"]
     assert "requestBody" in create_chat

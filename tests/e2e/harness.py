@@ -50,8 +50,7 @@ class Process:
 def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Process:
     log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log_file:
-        popen = subprocess.Popen(args, cwd=REPO, env=env, stdout=log_file,
-                                 stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(args, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     return Process(name, popen, log_path)
 
 
@@ -59,23 +58,52 @@ def start_api(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
     port = free_port()
     process = start_process(
         "api",
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env, log_dir,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env,
+        log_dir,
     )
     base_url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _answers(base_url + "/healthz"), 30, process)
     return process, base_url
 
 
-def start_worker(env: dict[str, str], log_dir: Path, queues: list[str],
-                 concurrency: int = 50) -> Process:
+def start_worker(
+    env: dict[str, str], log_dir: Path, queues: list[str], concurrency: int = 50
+) -> Process:
     process = start_process(
         "worker",
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-P", "gevent",
-         "-c", str(concurrency), "-Q", ",".join(queues), "--loglevel=INFO",
-         "--without-mingle", "--without-gossip", "-n", f"e2e-{time.monotonic_ns()}@%h"],
-        env, log_dir,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "-P",
+            "gevent",
+            "-c",
+            str(concurrency),
+            "-Q",
+            ",".join(queues),
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "-n",
+            f"e2e-{time.monotonic_ns()}@%h",
+        ],
+        env,
+        log_dir,
     )
     wait_until(lambda: "ready." in process.log(), 60, process)
     return process
@@ -88,8 +116,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def wait_until(predicate: Any, timeout: float, process: Process | None = None,
-               interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Any, timeout: float, process: Process | None = None, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -147,8 +176,14 @@ def iter_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
                 event_id = value
 
 
-def read_sse(client: httpx.Client, url: str, headers: dict[str, str], *,
-             stop_after: int | None = None, timeout: float = 30) -> SSEResult:
+def read_sse(
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    *,
+    stop_after: int | None = None,
+    timeout: float = 30,
+) -> SSEResult:
     """Read a stream to its end (or `stop_after` events, then disconnect)."""
     result = SSEResult()
     with client.stream("GET", url, headers=headers, timeout=timeout) as response:

@@ -52,8 +52,9 @@ def _queue_length(name: str) -> int:
 
 def test_submit_stream_done_and_stored_usage(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai", "model": "stub-model"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats", json={"provider": "openai", "model": "stub-model"}, headers=headers
+    ).json()
     accepted = _submit(http, headers, chat["id"], message="hello there")
     assert accepted["status"] == "queued"
     assert accepted["stream_url"] == f"/messages/{accepted['reply_id']}/stream"
@@ -65,8 +66,12 @@ def test_submit_stream_done_and_stored_usage(http):
     done = stream.last.data
     assert done["status"] == "completed"
     # The stub reports prompt tokens = words in all messages, completion = tokens streamed.
-    assert done["usage"] == {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10,
-                             "estimated": False}
+    assert done["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": 8,
+        "total_tokens": 10,
+        "estimated": False,
+    }
 
     reply = http.get(accepted["poll_url"], headers=headers).json()
     assert reply["status"] == "completed"
@@ -80,7 +85,8 @@ def test_submit_stream_done_and_stored_usage(http):
 
     listed = http.get(f"/chats/{chat['id']}/messages", headers=headers).json()
     assert [(m["role"], m["content"]) for m in listed["data"]] == [
-        ("user", "hello there"), ("assistant", STUB_REPLY_25)
+        ("user", "hello there"),
+        ("assistant", STUB_REPLY_25),
     ]
 
 
@@ -96,12 +102,19 @@ def test_poll_only_and_only_message_uses_the_chat_defaults(http):
 
 def test_two_providers_in_one_chat(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai", "model": "stub-model"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats", json={"provider": "openai", "model": "stub-model"}, headers=headers
+    ).json()
     first = _submit(http, headers, chat["id"], message="first question")
     assert _poll(http, headers, first["reply_id"])["status"] == "completed"
-    second = _submit(http, headers, chat["id"], message="second question",
-                     provider="anthropic", model="stub-model")
+    second = _submit(
+        http,
+        headers,
+        chat["id"],
+        message="second question",
+        provider="anthropic",
+        model="stub-model",
+    )
     reply = _poll(http, headers, second["reply_id"])
     assert reply["status"] == "completed", reply
     assert reply["provider"] == "anthropic"
@@ -112,8 +125,9 @@ def test_two_providers_in_one_chat(http):
 
 def test_late_reader_gets_everything_and_last_event_id_resumes(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai", "model": "stub-model"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats", json={"provider": "openai", "model": "stub-model"}, headers=headers
+    ).json()
     accepted = _submit(http, headers, chat["id"], message="late reader")
     _poll(http, headers, accepted["reply_id"])
 
@@ -128,9 +142,11 @@ def test_late_reader_gets_everything_and_last_event_id_resumes(http):
 
 def test_reader_that_disconnects_and_resumes_mid_generation(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai",
-                                     "model": "stub-model+tokens=40+delay=50"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats",
+        json={"provider": "openai", "model": "stub-model+tokens=40+delay=50"},
+        headers=headers,
+    ).json()
     accepted = _submit(http, headers, chat["id"], message="slow one")
     first = read_sse(http, accepted["stream_url"], headers, stop_after=2)
     assert [e.event for e in first.events] == ["token", "token"]
@@ -142,8 +158,9 @@ def test_reader_that_disconnects_and_resumes_mid_generation(http):
 
 def test_retryable_429_is_retried_and_completes(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai", "model": "fault-429-then-ok"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats", json={"provider": "openai", "model": "fault-429-then-ok"}, headers=headers
+    ).json()
     accepted = _submit(http, headers, chat["id"], message=f"rate limited {uuid.uuid4()}")
     stream = read_sse(http, accepted["stream_url"], headers)
     assert stream.last.event == "done"
@@ -152,8 +169,9 @@ def test_retryable_429_is_retried_and_completes(http):
 
 def test_provider_500_marks_failed_and_stream_ends_with_error(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai", "model": "fault-500"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats", json={"provider": "openai", "model": "fault-500"}, headers=headers
+    ).json()
     accepted = _submit(http, headers, chat["id"], message="boom")
     stream = read_sse(http, accepted["stream_url"], headers)
     assert stream.last.event == "error"
@@ -165,8 +183,9 @@ def test_provider_500_marks_failed_and_stream_ends_with_error(http):
 
 def test_stream_cut_midway_is_a_failure_not_a_clean_end(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "anthropic", "model": "fault-cut"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats", json={"provider": "anthropic", "model": "fault-cut"}, headers=headers
+    ).json()
     accepted = _submit(http, headers, chat["id"], message="cut me")
     stream = read_sse(http, accepted["stream_url"], headers)
     assert "done" not in [e.event for e in stream.events]
@@ -215,10 +234,12 @@ def test_idempotency_key_returns_the_first_reply(http):
 
 def test_wait_true_returns_the_finished_reply(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai", "model": "stub-model"},
-                     headers=headers).json()
-    response = http.post(f"/chats/{chat['id']}/messages?wait=true",
-                         json={"message": "block"}, headers=headers)
+    chat = http.post(
+        "/chats", json={"provider": "openai", "model": "stub-model"}, headers=headers
+    ).json()
+    response = http.post(
+        f"/chats/{chat['id']}/messages?wait=true", json={"message": "block"}, headers=headers
+    )
     assert response.status_code == 200
     assert response.json()["status"] == "completed"
     assert response.json()["content"] == STUB_REPLY_25
@@ -226,9 +247,11 @@ def test_wait_true_returns_the_finished_reply(http):
 
 def test_cancel_keeps_partial_text_and_usage(http):
     headers = register_and_login(http)
-    chat = http.post("/chats", json={"provider": "openai",
-                                     "model": "stub-model+tokens=200+delay=20"},
-                     headers=headers).json()
+    chat = http.post(
+        "/chats",
+        json={"provider": "openai", "model": "stub-model+tokens=200+delay=20"},
+        headers=headers,
+    ).json()
     accepted = _submit(http, headers, chat["id"], message="long story")
     first = read_sse(http, accepted["stream_url"], headers, stop_after=2)
     assert first.events[0].event == "token"
@@ -252,8 +275,10 @@ def test_other_users_reply_is_404(http):
     for url in (accepted["poll_url"], accepted["stream_url"]):
         assert http.get(url, headers=bob).status_code == 404
     assert http.post(f"/messages/{accepted['reply_id']}/cancel", headers=bob).status_code == 404
-    assert http.post(f"/chats/{chat['id']}/messages", json={"message": "x"},
-                     headers=bob).status_code == 404
+    assert (
+        http.post(f"/chats/{chat['id']}/messages", json={"message": "x"}, headers=bob).status_code
+        == 404
+    )
 
 
 def test_broker_down_at_submit_is_503_and_keeps_the_message(http, service_env, log_dir):
@@ -264,14 +289,16 @@ def test_broker_down_at_submit_is_503_and_keeps_the_message(http, service_env, l
             headers = register_and_login(down)
             chat = down.post("/chats", json={}, headers=headers).json()
             started = time.monotonic()
-            response = down.post(f"/chats/{chat['id']}/messages", json={"message": "keep me"},
-                                 headers=headers)
+            response = down.post(
+                f"/chats/{chat['id']}/messages", json={"message": "keep me"}, headers=headers
+            )
             assert response.status_code == 503
             assert time.monotonic() - started < 10
             assert "stored" in response.json()["detail"]
             listed = down.get(f"/chats/{chat['id']}/messages", headers=headers).json()["data"]
             assert [(m["role"], m["status"]) for m in listed] == [
-                ("user", None), ("assistant", "failed")
+                ("user", None),
+                ("assistant", "failed"),
             ]
             assert listed[0]["content"] == "keep me"
     finally:

@@ -1,0 +1,71 @@
+"""What a call cost, in exact decimals.
+
+Prices are USD list prices per 1,000 tokens at time of writing (from anthropic.com/pricing
+and openai.com/api/pricing); update the table when providers change them. A model with no
+entry has no price: `cost_of` then returns None, never a made-up zero.
+
+Local providers (`ollama`, and the `echo` demo) are priced at exactly zero on purpose: the
+call costs no money per token, and a real zero lets cost totals include them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+COST_QUANTUM = Decimal("0.000001")
+FREE_PROVIDERS = frozenset({"ollama", "echo"})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+    currency: str = "USD"
+
+
+def _per_million(input_usd: str, output_usd: str) -> ModelPrice:
+    # Providers publish prices per million tokens; the table is kept per 1k.
+    return ModelPrice(Decimal(input_usd) / 1000, Decimal(output_usd) / 1000)
+
+
+FREE = ModelPrice(Decimal("0"), Decimal("0"))
+
+PRICES: dict[str, dict[str, ModelPrice]] = {
+    "anthropic": {
+        "claude-3-opus-20240229": _per_million("15", "75"),
+        "claude-3-sonnet-20240229": _per_million("3", "15"),
+        "claude-3-haiku-20240307": _per_million("0.25", "1.25"),
+        "claude-3-5-sonnet-20240620": _per_million("3", "15"),
+        "claude-3-5-sonnet-20241022": _per_million("3", "15"),
+        "claude-3-5-haiku-20241022": _per_million("0.80", "4"),
+        "claude-3-7-sonnet-20250219": _per_million("3", "15"),
+        "claude-sonnet-4-20250514": _per_million("3", "15"),
+        "claude-opus-4-20250514": _per_million("15", "75"),
+    },
+    "openai": {
+        "gpt-4": _per_million("30", "60"),
+        "gpt-3.5-turbo": _per_million("0.50", "1.50"),
+        "gpt-4-turbo": _per_million("10", "30"),
+        "gpt-4o": _per_million("2.50", "10"),
+        "gpt-4o-mini": _per_million("0.15", "0.60"),
+        "gpt-4.1": _per_million("2", "8"),
+        "gpt-4.1-mini": _per_million("0.40", "1.60"),
+        "gpt-4.1-nano": _per_million("0.10", "0.40"),
+    },
+}
+
+
+def price_for(provider: str, model: str) -> ModelPrice | None:
+    """The price of `model` on `provider` (a provider name), or None when unknown."""
+    if provider in FREE_PROVIDERS:
+        return FREE
+    return PRICES.get(provider, {}).get(model)
+
+
+def cost_of(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
+    """Exact cost quantized to 6 decimal places; None when there is no price."""
+    if price is None:
+        return None
+    raw = (price.input_per_1k * prompt_tokens + price.output_per_1k * completion_tokens) / 1000
+    return raw.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)

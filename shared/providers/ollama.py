@@ -1,0 +1,214 @@
+"""Ollama's native API over `requests`: POST /api/chat streams NDJSON, GET /api/tags lists models.
+
+Each line is a JSON object; the last one has `"done": true` and the counts
+(`prompt_eval_count`, `eval_count`). A `{"error": "..."}` line can arrive under HTTP 200.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from shared.providers._http import (
+    CONNECT_TIMEOUT_CAP,
+    MAX_CONNECTIONS,
+    InflightGuard,
+    error_fields,
+    map_http_error,
+    parse_retry_after,
+    redact,
+)
+from shared.providers.base import (
+    BaseProvider,
+    Message,
+    ProviderConfig,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from shared.providers.errors import (
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    StreamInterrupted,
+)
+
+DEFAULT_ENDPOINT = "http://localhost:11434"
+
+
+class OllamaProvider(BaseProvider):
+    name = "ollama"
+    display_name = "Ollama"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self._base = (config.api_endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self._secret = config.api_key.get_secret_value() if config.api_key else None
+        self._guard = InflightGuard()
+        self._session = requests.Session()
+        # requests' default pool keeps 10 connections per host; a gevent worker holds hundreds.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=MAX_CONNECTIONS, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        if self._secret:
+            # Ollama itself has no auth; a reverse proxy in front of it often does.
+            self._session.headers["Authorization"] = f"Bearer {self._secret}"
+        self._timeout = (min(config.timeout, CONNECT_TIMEOUT_CAP), config.timeout)
+
+    def _stream(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> Iterator[StreamEvent]:
+        self._guard.acquire()
+        try:
+            yield from self._stream_once(messages, model, temperature, max_tokens)
+        finally:
+            if self._guard.release():
+                self._close_now()
+
+    def _stream_once(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> Iterator[StreamEvent]:
+        options: dict[str, Any] = {
+            "temperature": self.config.temperature if temperature is None else temperature
+        }
+        limit = max_tokens if max_tokens is not None else self.config.max_tokens
+        if limit is not None:
+            options["num_predict"] = limit
+        body = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "options": options,
+        }
+        name = self.config.name
+        try:
+            response = self._session.post(
+                f"{self._base}/api/chat", json=body, stream=True, timeout=self._timeout
+            )
+        except requests.Timeout:
+            raise ProviderTimeout(
+                f"timed out after {self.config.timeout:g}s", provider=name
+            ) from None
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(
+                f"could not connect ({type(exc).__name__})", provider=name
+            ) from None
+
+        with response:
+            if response.status_code >= 400:
+                raise self._status_error(response)
+            text_parts: list[str] = []
+            try:
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    try:
+                        data = json.loads(line)
+                    except ValueError:
+                        raise StreamInterrupted("malformed NDJSON line", provider=name) from None
+                    if data.get("error"):
+                        message, error_type, code = error_fields(data)
+                        raise map_http_error(
+                            name,
+                            None,
+                            message,
+                            error_type=error_type,
+                            code=code,
+                            secret=self._secret,
+                        )
+                    text = (data.get("message") or {}).get("content") or ""
+                    if text:
+                        text_parts.append(text)
+                        yield TextDelta(text)
+                    if data.get("done"):
+                        yield StreamEnd(
+                            self._usage(data, messages, "".join(text_parts)),
+                            finish_reason=data.get("done_reason") or "stop",
+                        )
+                        return
+            except requests.RequestException as exc:
+                raise _mid_stream_error(exc, name, self.config.timeout) from None
+        raise StreamInterrupted("stream ended without done:true", provider=name)
+
+    @staticmethod
+    def _usage(final: dict[str, Any], messages: list[Message], text: str) -> Usage:
+        prompt = final.get("prompt_eval_count")
+        completion = final.get("eval_count")
+        if prompt is None or completion is None:
+            # Ollama omits prompt_eval_count when the whole prompt came from its cache.
+            return Usage(
+                prompt if prompt is not None else estimate_prompt_tokens(messages),
+                completion if completion is not None else estimate_tokens(text),
+                estimated=True,
+            )
+        return Usage(int(prompt), int(completion))
+
+    def _status_error(self, response: requests.Response) -> ProviderError:
+        try:
+            body: object = response.json()
+        except ValueError:
+            body = response.text[:500]
+        message, error_type, code = error_fields(body)
+        return map_http_error(
+            self.config.name,
+            response.status_code,
+            message or response.reason or "",
+            error_type=error_type,
+            code=code,
+            retry_after=parse_retry_after(response.headers),
+            secret=self._secret,
+        )
+
+    def list_models(self) -> list[dict[str, Any]]:
+        try:
+            response = self._session.get(f"{self._base}/api/tags", timeout=self._timeout)
+        except requests.Timeout:
+            raise ProviderTimeout("timed out listing models", provider=self.config.name) from None
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(
+                redact(f"could not connect ({type(exc).__name__})"), provider=self.config.name
+            ) from None
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        return [
+            {"id": m.get("name") or m.get("model"), "details": m.get("details") or {}}
+            for m in response.json().get("models", [])
+        ]
+
+    def close(self) -> None:
+        if self._guard.request_close():
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self._guard.mark_closed()
+        self._session.close()
+
+
+def _mid_stream_error(
+    exc: requests.RequestException, provider: str, timeout: float
+) -> ProviderError:
+    # requests wraps urllib3's read timeout inside a ConnectionError while iterating.
+    cause = exc.args[0] if exc.args else None
+    if isinstance(exc, requests.Timeout) or isinstance(cause, ReadTimeoutError):
+        return ProviderTimeout(f"no data for {timeout:g}s mid-stream", provider=provider)
+    if isinstance(cause, ProtocolError):
+        return StreamInterrupted("connection lost mid-stream", provider=provider)
+    return StreamInterrupted(
+        f"connection lost mid-stream ({type(exc).__name__})", provider=provider
+    )

@@ -1,0 +1,233 @@
+"""OpenAI Chat Completions through the official SDK (openai 3.x, which runs on httpx2).
+
+One SDK client per provider instance: building it costs ~18 ms, so never per call. Its own
+retries are off (`max_retries=0`): `BaseProvider.generate_streaming_response` is the only loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+
+from shared.providers._http import (
+    CONNECT_TIMEOUT_CAP,
+    MAX_CONNECTIONS,
+    MAX_KEEPALIVE_CONNECTIONS,
+    InflightGuard,
+    error_fields,
+    map_http_error,
+    parse_retry_after,
+    redact,
+)
+from shared.providers.base import (
+    BaseProvider,
+    Message,
+    ProviderConfig,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from shared.providers.errors import (
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    StreamInterrupted,
+)
+
+logger = logging.getLogger(__name__)
+
+# Sent when a compatible server needs no key: an explicit value stops the SDK from falling
+# back to the OPENAI_API_KEY environment variable and leaking OpenAI's key to a third party.
+NO_KEY_PLACEHOLDER = "no-key-configured"
+
+
+def make_timeout(config: ProviderConfig) -> httpx2.Timeout:
+    # `timeout` bounds each wait (connect, each read between chunks), not the whole stream:
+    # a long reply that keeps streaming is fine, a server that goes silent is not.
+    return httpx2.Timeout(config.timeout, connect=min(config.timeout, CONNECT_TIMEOUT_CAP))
+
+
+def make_http_client(config: ProviderConfig) -> httpx2.Client:
+    return httpx2.Client(
+        timeout=make_timeout(config),
+        limits=httpx2.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        ),
+        follow_redirects=True,
+    )
+
+
+class OpenAIProvider(BaseProvider):
+    name = "openai"
+    display_name = "OpenAI"
+    # OpenAI always sends the usage chunk when asked; compatible servers may not.
+    estimate_missing_usage = True
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self._secret = config.api_key.get_secret_value() if config.api_key else None
+        self._http = make_http_client(config)
+        self._guard = InflightGuard()
+        self._client = openai.OpenAI(
+            api_key=self._secret or NO_KEY_PLACEHOLDER,
+            base_url=config.api_endpoint or None,
+            timeout=make_timeout(config),
+            max_retries=0,
+            http_client=self._http,
+        )
+
+    # -- request ------------------------------------------------------------------------
+
+    def _request_kwargs(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "temperature": self.config.temperature if temperature is None else temperature,
+        }
+        if self.config.option("include_usage", True):
+            kwargs["stream_options"] = {"include_usage": True}
+        limit = max_tokens if max_tokens is not None else self.config.max_tokens
+        if limit is not None:
+            # Compatible servers (vLLM, llama.cpp, Ollama's /v1) still only read max_tokens.
+            kwargs["max_tokens"] = limit
+        return kwargs
+
+    def _stream(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> Iterator[StreamEvent]:
+        self._guard.acquire()
+        try:
+            yield from self._stream_once(messages, model, temperature, max_tokens)
+        finally:
+            if self._guard.release():
+                self._close_now()
+
+    def _stream_once(
+        self,
+        messages: list[Message],
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> Iterator[StreamEvent]:
+        kwargs = self._request_kwargs(messages, model, temperature, max_tokens)
+        try:
+            stream = self._client.chat.completions.create(**kwargs)
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, started=False) from None
+
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        completion_chars: list[str] = []
+        try:
+            with stream:
+                for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(
+                            prompt_tokens=chunk.usage.prompt_tokens or 0,
+                            completion_tokens=chunk.usage.completion_tokens or 0,
+                        )
+                    for choice in chunk.choices or ():
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            completion_chars.append(text)
+                            yield TextDelta(text)
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, started=True) from None
+        except httpx2.TimeoutException:
+            raise ProviderTimeout(
+                f"no data for {self.config.timeout:g}s mid-stream", provider=self.config.name
+            ) from None
+        except (httpx2.RequestError, httpx2.StreamError) as exc:
+            raise StreamInterrupted(
+                f"connection lost mid-stream ({type(exc).__name__})", provider=self.config.name
+            ) from None
+
+        if finish_reason is None:
+            # [DONE] alone is not proof: the finish_reason chunk is the model saying "complete".
+            raise StreamInterrupted(
+                "stream ended without a finish_reason", provider=self.config.name
+            )
+        if usage is None:
+            if not self.estimate_missing_usage:
+                raise StreamInterrupted("stream ended without usage", provider=self.config.name)
+            usage = Usage(
+                prompt_tokens=estimate_prompt_tokens(messages),
+                completion_tokens=estimate_tokens("".join(completion_chars)),
+                estimated=True,
+            )
+        yield StreamEnd(usage=usage, finish_reason=finish_reason)
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _map_error(self, exc: openai.OpenAIError, *, started: bool) -> ProviderError:
+        name = self.config.name
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeout(f"timed out after {self.config.timeout:g}s", provider=name)
+        if isinstance(exc, openai.APIConnectionError):
+            cls = StreamInterrupted if started else ProviderUnavailable
+            return cls("could not connect" if not started else "connection lost", provider=name)
+        if isinstance(exc, openai.APIStatusError):
+            message, error_type, code = error_fields(exc.body)
+            return map_http_error(
+                name,
+                exc.status_code,
+                message or exc.message,
+                error_type=error_type or getattr(exc, "type", None),
+                code=code or exc.code,
+                retry_after=parse_retry_after(exc.response.headers),
+                secret=self._secret,
+            )
+        if isinstance(exc, openai.APIError):
+            # A `data: {"error": ...}` chunk inside a 200 stream.
+            message, error_type, code = error_fields({"error": exc.body})
+            return map_http_error(
+                name,
+                None,
+                message or exc.message,
+                error_type=error_type or exc.type,
+                code=code or exc.code,
+                secret=self._secret,
+            )
+        return ProviderUnavailable(redact(str(exc), self._secret), provider=name)
+
+    # -- models and lifecycle -----------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        try:
+            page = self._client.models.list()
+            return [
+                {"id": model.id, "owned_by": getattr(model, "owned_by", None)} for model in page
+            ]
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, started=False) from None
+        except httpx2.HTTPError as exc:
+            raise ProviderUnavailable(type(exc).__name__, provider=self.config.name) from None
+
+    def close(self) -> None:
+        if self._guard.request_close():
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self._guard.mark_closed()
+        self._client.close()
+        self._http.close()

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from shared.pricing import ModelPrice, cost_of, price_for
+
+
+def test_plan_default_models_have_prices() -> None:
+    for provider, model in [
+        ("anthropic", "claude-3-opus-20240229"),
+        ("anthropic", "claude-3-sonnet-20240229"),
+        ("openai", "gpt-4"),
+        ("openai", "gpt-3.5-turbo"),
+    ]:
+        price = price_for(provider, model)
+        assert price is not None and price.input_per_1k > 0 and price.output_per_1k > 0
+
+
+def test_cost_is_exact_decimal() -> None:
+    price = price_for("openai", "gpt-4")
+    assert price == ModelPrice(Decimal("0.03"), Decimal("0.06"))
+    assert cost_of(price, 1000, 500) == Decimal("0.060000")
+    assert cost_of(price_for("anthropic", "claude-3-sonnet-20240229"), 7, 3) == Decimal("0.000066")
+
+
+def test_cost_quantized_to_six_places() -> None:
+    cost = cost_of(price_for("openai", "gpt-3.5-turbo"), 1, 1)  # 0.0000005 + 0.0000015
+    assert cost == Decimal("0.000002")
+    assert cost is not None and cost.as_tuple().exponent == -6
+
+
+def test_unknown_paid_model_has_no_price_and_no_cost() -> None:
+    assert price_for("openai", "gpt-unknown") is None
+    assert price_for("groq", "llama-3.1-8b") is None
+    assert cost_of(None, 100, 100) is None
+
+
+def test_local_models_are_free_not_unknown() -> None:
+    for provider in ("ollama", "echo"):
+        price = price_for(provider, "anything")
+        assert price is not None
+        assert cost_of(price, 1000, 1000) == Decimal("0")

@@ -1,0 +1,89 @@
+"""What a stub does for a request, decided by the model name (see tests/stubs/README.md).
+
+The model name is the one knob that travels unchanged through API, queue and worker, so faults
+can be triggered end to end: "fault-401", "fault-cut+tokens=20", "stub-model+delay=5"...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+FAULTS = frozenset(
+    {
+        "401",
+        "403",
+        "429",
+        "429-then-ok",
+        "quota",
+        "billing",
+        "500",
+        "overloaded",
+        "529",
+        "cut",
+        "midstream-error",
+        "hang",
+        "stall",
+        "no-usage",
+        "no-done",
+        "context",
+        "bad-request",
+    }
+)
+TOKENS_BEFORE_FAULT = 3
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str  # the full name as sent
+    base: str  # without "+key=value" tunables
+    fault: str | None
+    tokens: int
+    delay_ms: float
+
+
+def plan_for(model: str, default_tokens: int, default_delay_ms: float) -> Plan:
+    base, *params = model.split("+")
+    tunables: dict[str, str] = dict(p.split("=", 1) for p in params if "=" in p)
+    fault = base.removeprefix("fault-") if base.startswith("fault-") else None
+    return Plan(
+        model=model,
+        base=base,
+        fault=fault if fault in FAULTS else None,
+        tokens=int(tunables.get("tokens", default_tokens)),
+        delay_ms=float(tunables.get("delay", default_delay_ms)),
+    )
+
+
+def is_known(plan: Plan, models: tuple[str, ...]) -> bool:
+    return plan.base.startswith(("stub-", "fault-")) or plan.base in models
+
+
+def reply_pieces(count: int) -> list[str]:
+    """The streamed text pieces: "tok0", " tok1", " tok2"... (one piece = one token)."""
+    return [f"tok{i}" if i == 0 else f" tok{i}" for i in range(count)]
+
+
+def reply_text(count: int) -> str:
+    return "".join(reply_pieces(count))
+
+
+def word_count(*texts: Any) -> int:
+    """Prompt tokens as the stubs report them: whitespace-separated words of every message."""
+    total = 0
+    for text in texts:
+        if isinstance(text, str):
+            total += len(text.split())
+        elif isinstance(text, list):  # content blocks: [{"type": "text", "text": ...}]
+            total += sum(
+                len(str(block.get("text", "")).split()) for block in text if isinstance(block, dict)
+            )
+    return total
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else str(content)
+    return ""
