@@ -3,9 +3,10 @@
     switchboard migrate                      # alembic upgrade head, from any directory
     switchboard create-admin --email E       # password: --password, $SWITCHBOARD_ADMIN_PASSWORD
                                              # or prompted; creates the user or promotes it
+    switchboard dev                          # API + all-queues worker + Flower (shared/devserver)
+    switchboard worker -Q openai             # a Celery worker for some or all provider queues
 
-Sub-commands live in COMMANDS (name -> Command). `dev` and `worker` are added there later;
-see the marked spot at the bottom of this module.
+Sub-commands live in COMMANDS (name -> Command).
 """
 
 from __future__ import annotations
@@ -228,13 +229,24 @@ COMMANDS: dict[str, Command] = {
         run=cmd_create_admin,
         add_arguments=_create_admin_arguments,
     ),
-    # >>> HOOK for the lead: register `dev` (API + worker on embedded defaults) and `worker`
-    # (Celery worker) here, e.g.
-    #     "dev": Command(help="...", run=cmd_dev, add_arguments=_dev_arguments),
-    #     "worker": Command(help="...", run=cmd_worker, add_arguments=_worker_arguments),
-    # or from another module: `COMMANDS["worker"] = Command(...)` before main() runs.
-    # `run` gets the parsed argparse Namespace and returns the exit status.
+    "dev": Command(
+        help="start API, an all-queues worker and Flower on embedded defaults (Ctrl-C stops)",
+        run=lambda args: _devserver().cmd_dev(args),
+        add_arguments=lambda parser: _devserver().add_dev_arguments(parser),
+    ),
+    "worker": Command(
+        help="run a Celery worker (gevent pool) for some or all provider queues",
+        run=lambda args: _devserver().cmd_worker(args),
+        add_arguments=lambda parser: _devserver().add_worker_arguments(parser),
+    ),
 }
+
+
+def _devserver():  # type: ignore[no-untyped-def]
+    # Imported on use: it pulls in redis and the provider catalog, which migrate does not need.
+    from shared import devserver
+
+    return devserver
 
 
 def build_parser() -> argparse.ArgumentParser:

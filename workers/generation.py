@@ -74,9 +74,11 @@ def token_channel() -> TokenChannel:
     return TokenChannel(sync_redis(settings.REDIS_URL), settings.TOKEN_STREAM_TTL_SECONDS)
 
 
-def run_generation(reply_id: uuid.UUID, settings: Settings | None = None) -> None:
+def run_generation(
+    reply_id: uuid.UUID, settings: Settings | None = None, channel: TokenChannel | None = None
+) -> None:
     settings = settings or get_settings()
-    channel = token_channel()
+    channel = channel or token_channel()
     try:
         claim = _claim(reply_id, settings)
     except OperationalError as exc:
