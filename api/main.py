@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
-from api.routes import auth, chats, health, messages, system_prompts, users
+from api.routes import auth, chats, health, messages, providers, system_prompts, users
 from api.schemas.common import ErrorOut
 from shared.redis_client import async_redis
 from shared.settings import get_settings
@@ -42,7 +42,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
     install_error_handlers(app)
-    for module in (health, auth, users, chats, messages, system_prompts):
+    for module in (health, auth, users, chats, messages, system_prompts, providers):
         app.include_router(module.router)
     return app
 

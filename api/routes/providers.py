@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
+from shared.errors import NotFound
+from shared.pricing import price_for
+from shared.providers.catalog import provider_configs
+from shared.usage.service import usage_service
+
+router = APIRouter(tags=["providers"])
+
+
+@router.get("/providers", response_model=list[ProviderInfo])
+def list_providers(settings: SettingsDep, _: CurrentUser) -> list[ProviderInfo]:
+    """Every provider this deployment knows, with its allowed models."""
+    return [
+        ProviderInfo(
+            name=name,
+            models=list(config.models),
+            is_enabled=config.enabled,
+            default_model=config.default_model,
+            is_demo=config.adapter == "echo",
+        )
+        for name, config in provider_configs(settings).items()
+    ]
+
+
+@router.get("/providers/{provider}/models", response_model=list[ModelInfo])
+def list_provider_models(provider: str, settings: SettingsDep, _: CurrentUser) -> list[ModelInfo]:
+    config = provider_configs(settings).get(provider)
+    if config is None:
+        raise NotFound(f"Unknown provider '{provider}'")
+    models = []
+    for model in config.models:
+        price = price_for(provider, model)
+        models.append(
+            ModelInfo(
+                id=model,
+                is_default=model == config.default_model,
+                input_cost_per_1k_tokens=price.input_per_1k if price else None,
+                output_cost_per_1k_tokens=price.output_per_1k if price else None,
+            )
+        )
+    return models
+
+
+@router.get("/usage", response_model=UsageReport, tags=["usage"])
+def read_usage(
+    session: SessionDep,
+    user: CurrentUser,
+    days: Annotated[int, Query(ge=1, le=366, description="How many days back")] = 30,
+) -> UsageReport:
+    """Your requests, tokens and cost per day, provider and model (cost null when unpriced)."""
+    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
+    rows = usage_service.daily(session, user, since=since)
+    return UsageReport(
+        since=since, data=[UsageRow.model_validate(r, from_attributes=True) for r in rows]
+    )

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+
+class ProviderInfo(BaseModel):
+    """The plan's ProviderInfo."""
+
+    name: str
+    models: list[str]
+    is_enabled: bool
+    default_model: str | None
+    is_demo: bool
+
+
+class ModelInfo(BaseModel):
+    id: str
+    is_default: bool
+    input_cost_per_1k_tokens: Decimal | None
+    output_cost_per_1k_tokens: Decimal | None
+
+
+class UsageRow(BaseModel):
+    day: dt.date
+    provider: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: Decimal | None
+
+
+class UsageReport(BaseModel):
+    since: dt.date
+    data: list[UsageRow]
