@@ -34,7 +34,9 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> None:
+        # SIGINT, not SIGTERM: uvicorn re-raises the signal it stopped on, and only SIGINT
+        # lets Python unwind normally (so coverage data of the subprocess gets written).
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
             try:
