@@ -63,7 +63,7 @@ class Page:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     ) -> None:
         self.limit = limit
         self.offset = offset

@@ -38,6 +38,8 @@ class AccountService:
         return user
 
     def authenticate(self, session: Session, *, email: str, password: str) -> User:
+        if "\x00" in email:  # cannot be stored, so cannot match; PostgreSQL would reject it
+            raise Unauthorized("Incorrect email or password")
         user = session.scalar(select(User).where(User.email == email.strip().lower()))
         if user is None:
             verify_password(password, DUMMY_PASSWORD_HASH)

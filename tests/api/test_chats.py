@@ -69,6 +69,7 @@ def test_pagination_newest_first(client):
     assert [c["title"] for c in rest["data"]] == ["chat 0"]
     assert client.get("/chats?limit=0", headers=headers).status_code == 422
     assert client.get("/chats?limit=abc", headers=headers).status_code == 422
+    assert client.get(f"/chats?offset={10**20}", headers=headers).status_code == 422
 
 
 def test_users_only_see_their_own_rows(client):

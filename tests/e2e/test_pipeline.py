@@ -208,6 +208,7 @@ def test_invalid_choices_are_rejected_and_nothing_is_enqueued(http):
         ({"message": ""}, None),
         ({"message": "x", "api_base": "http://evil"}, None),
         ({"message": "x", "role": "system"}, None),
+        ({"message": "a\u0000b"}, None),
     ]
     for body, expected in cases:
         response = http.post(f"/chats/{chat['id']}/messages", json=body, headers=headers)
