@@ -24,7 +24,7 @@ from shared.channel import (
     request_stop,
     text_so_far,
 )
-from shared.chats.submission import submission_service
+from shared.chats.submission import Submitted, submission_service
 from shared.chats.views import message_views
 from shared.db import session_scope
 from shared.models import Message, ReplyStatus
@@ -38,16 +38,15 @@ FINAL_GRACE_MS = 500
 STREAM_ID = re.compile(r"^\d+-\d+$")
 
 
-def _accepted(submitted: object) -> SubmitAccepted:
-    reply_id = submitted.reply_id  # type: ignore[attr-defined]
+def _accepted(submitted: Submitted) -> SubmitAccepted:
     return SubmitAccepted(
-        message_id=submitted.message_id,  # type: ignore[attr-defined]
-        reply_id=reply_id,
-        status=submitted.status,  # type: ignore[attr-defined]
-        provider=submitted.provider,  # type: ignore[attr-defined]
-        model=submitted.model,  # type: ignore[attr-defined]
-        poll_url=f"/messages/{reply_id}",
-        stream_url=f"/messages/{reply_id}/stream",
+        message_id=submitted.message_id,
+        reply_id=submitted.reply_id,
+        status=submitted.status,
+        provider=submitted.provider,
+        model=submitted.model,
+        poll_url=f"/messages/{submitted.reply_id}",
+        stream_url=f"/messages/{submitted.reply_id}/stream",
     )
 
 

@@ -146,9 +146,8 @@ class SubmissionService:
         message = session.get(Message, message_id)
         if message is None:
             raise MessageNotFound("Message not found")
-        chat_service_get = chat_service.get  # raises 404 for another user's chat
         try:
-            chat_service_get(session, user, message.chat_id)
+            chat_service.get(session, user, message.chat_id)  # another user's chat: 404
         except NotFound as exc:
             raise MessageNotFound("Message not found") from exc
         return message
