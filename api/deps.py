@@ -1,62 +1,69 @@
-"""Request dependencies: settings, the DB session (the request owns the transaction), the user."""
+"""Request dependencies. Each request does all its database work in ONE unit of work.
+
+A route calls `await auth.run(service_fn, *args)`: one thread-pool call that opens a session,
+resolves the bearer credential to a user, runs the service function, commits (rolls back on
+error) and releases the connection. A connection is never held while a request waits for a
+thread, so more concurrent requests than pooled connections queue instead of deadlocking.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from shared.accounts.service import account_service
-from shared.db import get_sessionmaker
+from shared.db import session_scope
 from shared.errors import Unauthorized
 from shared.models import User
-from shared.security import API_KEY_PREFIX, decode_access_token
 from shared.settings import Settings, get_settings
 
+T = TypeVar("T")
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def get_session() -> Iterator[Session]:
-    """Commits when the handler returns, rolls back when it raises (before the response is sent)."""
-    session = get_sessionmaker()()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-def get_current_user(
-    session: SessionDep,
-    settings: SettingsDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
-    """Accepts an access token or a personal API key (`sb_...`) as the bearer credential."""
-    if not token:
-        raise Unauthorized()
-    user: User | None
-    if token.startswith(API_KEY_PREFIX):
-        user = account_service.user_for_api_key(session, token)
-    else:
-        user_id = decode_access_token(token, settings.secret_key)
-        user = account_service.get_active(session, user_id) if user_id else None
-    if user is None:
-        raise Unauthorized("Invalid or expired credentials")
-    return user
+async def run_in_session(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(session, *args, **kwargs)` in one transaction, off the event loop."""
+
+    def unit_of_work() -> T:
+        with session_scope() as session:
+            return fn(session, *args, **kwargs)
+
+    return await run_in_threadpool(unit_of_work)
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+class Auth:
+    """The caller's credential (access token or `sb_` API key), checked inside the unit of work."""
+
+    def __init__(
+        self,
+        settings: SettingsDep,
+        token: Annotated[str | None, Depends(oauth2_scheme)],
+    ) -> None:
+        if not token:
+            raise Unauthorized()
+        self.settings = settings
+        self.token = token
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(session, user, *args, **kwargs)` for the authenticated user, in one transaction."""
+        return await run_in_session(self._with_user, fn, *args, **kwargs)
+
+    def _with_user(self, session: Session, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        user = account_service.user_for_credential(session, self.token, self.settings.secret_key)
+        if user is None:
+            raise Unauthorized("Invalid or expired credentials")
+        return fn(session, user, *args, **kwargs)
+
+
+AuthDep = Annotated[Auth, Depends()]
 
 
 class Page:
@@ -70,3 +77,7 @@ class Page:
 
 
 PageDep = Annotated[Page, Depends()]
+
+
+def current_user(_session: Session, user: User) -> User:
+    return user

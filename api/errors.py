@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import AppError
@@ -49,6 +50,15 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database pool exhausted: %s", type(exc).__name__)
+    return JSONResponse(
+        {"error": "ServiceBusy", "detail": "The service is busy; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse({"error": "InternalError", "detail": "Internal server error"}, 500)
@@ -58,4 +68,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeoutError, _pool_exhausted)
     app.add_exception_handler(Exception, _unexpected_error)

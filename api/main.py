@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
@@ -18,8 +19,13 @@ from shared.settings import get_settings
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    # One database unit of work per thread: never more threads than pooled connections.
+    to_thread.current_default_thread_limiter().total_tokens = (
+        settings.DATABASE_POOL_SIZE + settings.DATABASE_MAX_OVERFLOW
+    )
     # Clients are built here, never at import time.
-    app.state.redis = async_redis(get_settings().REDIS_URL)
+    app.state.redis = async_redis(settings.REDIS_URL)
     try:
         yield
     finally:

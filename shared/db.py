@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.settings import get_settings
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 10.0
+) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -30,7 +32,13 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
 
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().DATABASE_URL)
+    settings = get_settings()
+    return make_engine(
+        settings.DATABASE_URL,
+        pool_size=settings.DATABASE_POOL_SIZE,
+        max_overflow=settings.DATABASE_MAX_OVERFLOW,
+        pool_timeout=settings.DATABASE_POOL_TIMEOUT_SECONDS,
+    )
 
 
 @lru_cache

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import AuthDep, SettingsDep, run_in_session
 from api.schemas.auth import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, Token, UserRead, UserRegister
 from shared.accounts.service import account_service
 from shared.security import create_access_token
@@ -15,25 +15,25 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/register", response_model=UserRead, status_code=status.HTTP_201_CREATED)
-def register(body: UserRegister, session: SessionDep) -> object:
-    return account_service.register(session, email=body.email, password=body.password)
+async def register(body: UserRegister) -> object:
+    return await run_in_session(account_service.register, email=body.email, password=body.password)
 
 
 @router.post("/token", response_model=Token)
-def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: SessionDep,
-    settings: SettingsDep,
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], settings: SettingsDep
 ) -> Token:
     """OAuth2 password flow: `username` is the email."""
-    user = account_service.authenticate(session, email=form.username, password=form.password)
+    user = await run_in_session(
+        account_service.authenticate, email=form.username, password=form.password
+    )
     token = create_access_token(user.id, settings.secret_key, settings.ACCESS_TOKEN_EXPIRE_MINUTES)
     return Token(access_token=token)
 
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
-def create_api_key(body: ApiKeyCreate, session: SessionDep, user: CurrentUser) -> ApiKeyCreated:
-    row, key = account_service.create_api_key(session, user, name=body.name)
+async def create_api_key(body: ApiKeyCreate, auth: AuthDep) -> ApiKeyCreated:
+    row, key = await auth.run(account_service.create_api_key, name=body.name)
     return ApiKeyCreated(
         id=row.id,
         name=row.name,
@@ -45,10 +45,10 @@ def create_api_key(body: ApiKeyCreate, session: SessionDep, user: CurrentUser) -
 
 
 @router.get("/api-keys", response_model=list[ApiKeyRead])
-def list_api_keys(session: SessionDep, user: CurrentUser) -> object:
-    return account_service.list_api_keys(session, user)
+async def list_api_keys(auth: AuthDep) -> object:
+    return await auth.run(account_service.list_api_keys)
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_key(key_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
-    account_service.revoke_api_key(session, user, key_id)
+async def revoke_api_key(key_id: uuid.UUID, auth: AuthDep) -> None:
+    await auth.run(account_service.revoke_api_key, key_id)

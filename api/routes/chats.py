@@ -4,23 +4,19 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from api.deps import CurrentUser, PageDep, SessionDep, SettingsDep
+from api.deps import AuthDep, PageDep
 from api.schemas.chats import ChatCreate, ChatList, ChatRead, ChatUpdate
 from api.schemas.messages import MessageList
 from shared.chats.service import chat_service
-from shared.chats.views import message_views
 
 router = APIRouter(prefix="/chats", tags=["chats"])
 
 
 @router.post("", response_model=ChatRead, status_code=status.HTTP_201_CREATED)
-def create_chat(
-    body: ChatCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
-) -> object:
-    return chat_service.create(
-        session,
-        settings,
-        user,
+async def create_chat(body: ChatCreate, auth: AuthDep) -> object:
+    return await auth.run(
+        chat_service.create,
+        auth.settings,
         title=body.title,
         provider=body.provider,
         model=body.model,
@@ -29,39 +25,31 @@ def create_chat(
 
 
 @router.get("", response_model=ChatList)
-def list_chats(session: SessionDep, user: CurrentUser, page: PageDep) -> object:
-    rows, count = chat_service.list(session, user, limit=page.limit, offset=page.offset)
+async def list_chats(auth: AuthDep, page: PageDep) -> object:
+    rows, count = await auth.run(chat_service.list, limit=page.limit, offset=page.offset)
     return {"data": rows, "count": count}
 
 
 @router.get("/{chat_id}", response_model=ChatRead)
-def read_chat(chat_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> object:
-    return chat_service.get(session, user, chat_id)
+async def read_chat(chat_id: uuid.UUID, auth: AuthDep) -> object:
+    return await auth.run(chat_service.get, chat_id)
 
 
 @router.patch("/{chat_id}", response_model=ChatRead)
-def update_chat(
-    chat_id: uuid.UUID,
-    body: ChatUpdate,
-    session: SessionDep,
-    settings: SettingsDep,
-    user: CurrentUser,
-) -> object:
-    return chat_service.update(
-        session, settings, user, chat_id, body.model_dump(exclude_unset=True)
+async def update_chat(chat_id: uuid.UUID, body: ChatUpdate, auth: AuthDep) -> object:
+    return await auth.run(
+        chat_service.update, auth.settings, chat_id, body.model_dump(exclude_unset=True)
     )
 
 
 @router.delete("/{chat_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_chat(chat_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
-    chat_service.delete(session, user, chat_id)
+async def delete_chat(chat_id: uuid.UUID, auth: AuthDep) -> None:
+    await auth.run(chat_service.delete, chat_id)
 
 
 @router.get("/{chat_id}/messages", response_model=MessageList)
-def list_messages(
-    chat_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageDep
-) -> object:
-    rows, count = chat_service.list_messages(
-        session, user, chat_id, limit=page.limit, offset=page.offset
+async def list_messages(chat_id: uuid.UUID, auth: AuthDep, page: PageDep) -> object:
+    views, count = await auth.run(
+        chat_service.list_message_views, chat_id, limit=page.limit, offset=page.offset
     )
-    return {"data": message_views(session, rows), "count": count}
+    return {"data": views, "count": count}

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import AuthDep, run_in_session
 from api.schemas.messages import ChatRequest, MessageRead, SubmitAccepted
 from shared.channel import (
     TERMINAL_EVENTS,
@@ -25,8 +25,7 @@ from shared.channel import (
     text_so_far,
 )
 from shared.chats.submission import Submitted, submission_service
-from shared.chats.views import message_views
-from shared.db import session_scope
+from shared.chats.views import MessageView, message_views
 from shared.models import Message, ReplyStatus
 from shared.settings import Settings
 from workers.celery_app import enqueue_generation
@@ -63,17 +62,13 @@ async def submit_message(
     chat_id: uuid.UUID,
     body: ChatRequest,
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    user: CurrentUser,
+    auth: AuthDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     wait: Annotated[bool, Query(description="Block until the reply is finished")] = False,
 ) -> object:
-    submitted = await run_in_threadpool(
+    submitted = await auth.run(
         submission_service.submit,
-        session,
-        settings,
-        user,
+        auth.settings,
         chat_id,
         text=body.message,
         provider=body.provider,
@@ -86,13 +81,11 @@ async def submit_message(
     accepted = _accepted(submitted)
     if not wait:
         return accepted
-    finished = await _wait_for_terminal(request, submitted.reply_id, settings)
+    finished = await _wait_for_terminal(request, submitted.reply_id, auth.settings)
     if not finished:
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
-    return JSONResponse(
-        (await run_in_threadpool(_read_message, submitted.reply_id)).model_dump(mode="json"),
-        status_code=200,
-    )
+    view = await run_in_session(_message_view, submitted.reply_id)
+    return JSONResponse(_read(view).model_dump(mode="json"), status_code=200)
 
 
 async def _wait_for_terminal(request: Request, reply_id: uuid.UUID, settings: Settings) -> bool:
@@ -109,33 +102,30 @@ async def _wait_for_terminal(request: Request, reply_id: uuid.UUID, settings: Se
             after = event.id
             if event.event in TERMINAL_EVENTS:
                 return True
-        if not events and await run_in_threadpool(_is_final, reply_id):
+        if not events and await run_in_session(_is_final, reply_id):
             return True
     return False
 
 
-def _is_final(reply_id: uuid.UUID) -> bool:
-    with session_scope() as session:
-        status_value = session.get_one(Message, reply_id).status
+def _is_final(session: Session, reply_id: uuid.UUID) -> bool:
+    status_value = session.get_one(Message, reply_id).status
     return status_value is not None and ReplyStatus(status_value).is_final
 
 
-def _read_message(message_id: uuid.UUID) -> MessageRead:
-    with session_scope() as session:
-        view = message_views(session, [session.get_one(Message, message_id)])[0]
+def _message_view(session: Session, message_id: uuid.UUID) -> MessageView:
+    return message_views(session, [session.get_one(Message, message_id)])[0]
+
+
+def _read(view: MessageView) -> MessageRead:
     return MessageRead.model_validate(view, from_attributes=True)
 
 
 @router.get("/messages/{message_id}", response_model=MessageRead)
-async def read_message(
-    message_id: uuid.UUID, request: Request, session: SessionDep, user: CurrentUser
-) -> MessageRead:
+async def read_message(message_id: uuid.UUID, request: Request, auth: AuthDep) -> MessageRead:
     """A message; for a reply still generating, `content` is the text streamed so far."""
-    message = await run_in_threadpool(submission_service.get_reply, session, user, message_id)
-    view = (await run_in_threadpool(message_views, session, [message]))[0]
-    result = MessageRead.model_validate(view, from_attributes=True)
-    if message.status == ReplyStatus.running:
-        result.content = await text_so_far(request.app.state.redis, message.id)
+    result = _read(await auth.run(submission_service.reply_view, message_id))
+    if result.status == ReplyStatus.running:
+        result.content = await text_so_far(request.app.state.redis, result.id)
     return result
 
 
@@ -144,25 +134,15 @@ async def read_message(
     response_model=MessageRead,
     responses={409: {"description": "The reply has already finished"}},
 )
-async def cancel_message(
-    message_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    user: CurrentUser,
-) -> MessageRead:
-    message = await run_in_threadpool(submission_service.cancel, session, user, message_id)
-    await run_in_threadpool(session.commit)
+async def cancel_message(message_id: uuid.UUID, request: Request, auth: AuthDep) -> MessageRead:
+    result = _read(await auth.run(submission_service.cancel, message_id))
     redis = request.app.state.redis
-    view = (await run_in_threadpool(message_views, session, [message]))[0]
-    result = MessageRead.model_validate(view, from_attributes=True)
-    if message.status == ReplyStatus.running:
+    ttl = auth.settings.TOKEN_STREAM_TTL_SECONDS
+    if result.status == ReplyStatus.running:
         # The worker sees the flag at its next flush, stops, and stores the partial reply.
-        await request_stop(redis, message.id, settings.TOKEN_STREAM_TTL_SECONDS)
+        await request_stop(redis, result.id, ttl)
     else:  # cancelled before a worker took it: end any open stream here
-        await append_events(
-            redis, message.id, [terminal_event(result)], settings.TOKEN_STREAM_TTL_SECONDS
-        )
+        await append_events(redis, result.id, [terminal_event(result)], ttl)
     return result
 
 
@@ -179,30 +159,27 @@ async def cancel_message(
 async def stream_message(
     message_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    user: CurrentUser,
+    auth: AuthDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events for a reply, from the start or after `Last-Event-ID`."""
-    message = await run_in_threadpool(submission_service.get_reply, session, user, message_id)
+    reply = await auth.run(submission_service.get_reply, message_id)
+    final = reply.status is not None and ReplyStatus(reply.status).is_final
     return EventSourceResponse(
-        _reply_events(request, message.id, last_event_id or "0-0", settings),
-        ping=settings.SSE_HEARTBEAT_SECONDS,
+        _reply_events(request, reply.id, last_event_id or "0-0", final, auth.settings),
+        ping=auth.settings.SSE_HEARTBEAT_SECONDS,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _reply_events(
-    request: Request, reply_id: uuid.UUID, after: str, settings: Settings
+    request: Request, reply_id: uuid.UUID, after: str, final_at_start: bool, settings: Settings
 ) -> AsyncIterator[ServerSentEvent]:
     redis = request.app.state.redis
     closes_at = time.monotonic() + settings.SSE_MAX_CONNECTION_SECONDS
     resumed_from_database = not STREAM_ID.match(after)
     sent_any = after != "0-0"
-    if resumed_from_database or (
-        not await buffer_exists(redis, reply_id) and await run_in_threadpool(_is_final, reply_id)
-    ):
+    if resumed_from_database or (final_at_start and not await buffer_exists(redis, reply_id)):
         # Finished and no longer buffered (expired, or failed before it started): the
         # database is the record.
         async for event in _replay_from_database(reply_id, sent_any):
@@ -213,7 +190,7 @@ async def _reply_events(
         if not events:
             if await request.is_disconnected():
                 return
-            if await run_in_threadpool(_is_final, reply_id):
+            if await run_in_session(_is_final, reply_id):
                 # Give a worker that just committed a moment to publish its end event.
                 events = await read_events(redis, reply_id, after, block_ms=FINAL_GRACE_MS)
                 if not events:
@@ -231,7 +208,7 @@ async def _reply_events(
 async def _replay_from_database(
     reply_id: uuid.UUID, sent_any: bool
 ) -> AsyncIterator[ServerSentEvent]:
-    message = await run_in_threadpool(_read_message, reply_id)
+    message = _read(await run_in_session(_message_view, reply_id))
     if sent_any:
         yield ServerSentEvent(
             data=json.dumps({"reason": "replayed from the database"}), event="reset", id="db-0"

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import AuthDep, current_user
 from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
 from shared.errors import NotFound
 from shared.pricing import price_for
@@ -16,8 +16,9 @@ router = APIRouter(tags=["providers"])
 
 
 @router.get("/providers", response_model=list[ProviderInfo])
-def list_providers(settings: SettingsDep, _: CurrentUser) -> list[ProviderInfo]:
+async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
     """Every provider this deployment knows, with its allowed models."""
+    await auth.run(current_user)
     return [
         ProviderInfo(
             name=name,
@@ -26,13 +27,14 @@ def list_providers(settings: SettingsDep, _: CurrentUser) -> list[ProviderInfo]:
             default_model=config.default_model,
             is_demo=config.adapter == "echo",
         )
-        for name, config in provider_configs(settings).items()
+        for name, config in provider_configs(auth.settings).items()
     ]
 
 
 @router.get("/providers/{provider}/models", response_model=list[ModelInfo])
-def list_provider_models(provider: str, settings: SettingsDep, _: CurrentUser) -> list[ModelInfo]:
-    config = provider_configs(settings).get(provider)
+async def list_provider_models(provider: str, auth: AuthDep) -> list[ModelInfo]:
+    await auth.run(current_user)
+    config = provider_configs(auth.settings).get(provider)
     if config is None:
         raise NotFound(f"Unknown provider '{provider}'")
     models = []
@@ -50,14 +52,13 @@ def list_provider_models(provider: str, settings: SettingsDep, _: CurrentUser) -
 
 
 @router.get("/usage", response_model=UsageReport, tags=["usage"])
-def read_usage(
-    session: SessionDep,
-    user: CurrentUser,
+async def read_usage(
+    auth: AuthDep,
     days: Annotated[int, Query(ge=1, le=366, description="How many days back")] = 30,
 ) -> UsageReport:
     """Your requests, tokens and cost per day, provider and model (cost null when unpriced)."""
     since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
-    rows = usage_service.daily(session, user, since=since)
+    rows = await auth.run(usage_service.daily, since=since)
     return UsageReport(
         since=since, data=[UsageRow.model_validate(r, from_attributes=True) for r in rows]
     )

@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from api.deps import CurrentUser, PageDep, SessionDep
+from api.deps import AuthDep, PageDep
 from api.schemas.chats import (
     SystemPromptCreate,
     SystemPromptList,
@@ -17,34 +17,35 @@ router = APIRouter(prefix="/system-prompts", tags=["system-prompts"])
 
 
 @router.post("", response_model=SystemPromptRead, status_code=status.HTTP_201_CREATED)
-def create_system_prompt(
-    body: SystemPromptCreate, session: SessionDep, user: CurrentUser
-) -> object:
-    return system_prompt_service.create(
-        session, user, name=body.name, content=body.content, is_default=body.is_default
+async def create_system_prompt(body: SystemPromptCreate, auth: AuthDep) -> object:
+    return await auth.run(
+        system_prompt_service.create,
+        name=body.name,
+        content=body.content,
+        is_default=body.is_default,
     )
 
 
 @router.get("", response_model=SystemPromptList)
-def list_system_prompts(session: SessionDep, user: CurrentUser, page: PageDep) -> object:
-    rows, count = system_prompt_service.list(session, user, limit=page.limit, offset=page.offset)
+async def list_system_prompts(auth: AuthDep, page: PageDep) -> object:
+    rows, count = await auth.run(system_prompt_service.list, limit=page.limit, offset=page.offset)
     return {"data": rows, "count": count}
 
 
 @router.get("/{prompt_id}", response_model=SystemPromptRead)
-def read_system_prompt(prompt_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> object:
-    return system_prompt_service.get(session, user, prompt_id)
+async def read_system_prompt(prompt_id: uuid.UUID, auth: AuthDep) -> object:
+    return await auth.run(system_prompt_service.get, prompt_id)
 
 
 @router.patch("/{prompt_id}", response_model=SystemPromptRead)
-def update_system_prompt(
-    prompt_id: uuid.UUID, body: SystemPromptUpdate, session: SessionDep, user: CurrentUser
+async def update_system_prompt(
+    prompt_id: uuid.UUID, body: SystemPromptUpdate, auth: AuthDep
 ) -> object:
-    return system_prompt_service.update(
-        session, user, prompt_id, body.model_dump(exclude_unset=True)
+    return await auth.run(
+        system_prompt_service.update, prompt_id, body.model_dump(exclude_unset=True)
     )
 
 
 @router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_system_prompt(prompt_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
-    system_prompt_service.delete(session, user, prompt_id)
+async def delete_system_prompt(prompt_id: uuid.UUID, auth: AuthDep) -> None:
+    await auth.run(system_prompt_service.delete, prompt_id)

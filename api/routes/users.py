@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentUser
+from api.deps import AuthDep, current_user
 from api.schemas.auth import UserRead
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.get("/me", response_model=UserRead)
-def read_me(user: CurrentUser) -> object:
-    return user
+async def read_me(auth: AuthDep) -> object:
+    return await auth.run(current_user)

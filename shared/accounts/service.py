@@ -12,7 +12,9 @@ from shared.errors import Conflict, NotFound, Unauthorized
 from shared.models import ApiKey, User
 from shared.models.base import utcnow
 from shared.security import (
+    API_KEY_PREFIX,
     DUMMY_PASSWORD_HASH,
+    decode_access_token,
     hash_api_key,
     hash_password,
     new_api_key,
@@ -86,6 +88,15 @@ class AccountService:
             raise NotFound("API key not found")
         row.revoked_at = utcnow()
         session.flush()
+
+    def user_for_credential(
+        self, session: Session, credential: str, secret_key: str
+    ) -> User | None:
+        """The active user behind a bearer credential: an access token or an `sb_` API key."""
+        if credential.startswith(API_KEY_PREFIX):
+            return self.user_for_api_key(session, credential)
+        user_id = decode_access_token(credential, secret_key)
+        return self.get_active(session, user_id) if user_id else None
 
     def user_for_api_key(self, session: Session, key: str) -> User | None:
         row = session.scalar(

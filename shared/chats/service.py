@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.chats.selection import resolve_selection
+from shared.chats.views import MessageView, message_views
 from shared.errors import NotFound
 from shared.models import Chat, Message, SystemPrompt, User
 from shared.settings import Settings
@@ -26,8 +27,8 @@ class ChatService:
     def create(
         self,
         session: Session,
-        settings: Settings,
         user: User,
+        settings: Settings,
         *,
         title: str | None,
         provider: str | None,
@@ -72,8 +73,8 @@ class ChatService:
     def update(
         self,
         session: Session,
-        settings: Settings,
         user: User,
+        settings: Settings,
         chat_id: uuid.UUID,
         changes: dict[str, Any],
     ) -> Chat:
@@ -115,6 +116,12 @@ class ChatService:
             .offset(offset)
         )
         return list(rows), count or 0
+
+    def list_message_views(
+        self, session: Session, user: User, chat_id: uuid.UUID, *, limit: int, offset: int
+    ) -> tuple[list[MessageView], int]:
+        rows, count = self.list_messages(session, user, chat_id, limit=limit, offset=offset)
+        return message_views(session, rows), count
 
 
 class SystemPromptService:

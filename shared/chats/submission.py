@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared.chats.selection import resolve_selection
 from shared.chats.service import chat_service
+from shared.chats.views import MessageView, message_views
 from shared.errors import AppError, BadRequest, NotFound, ServiceUnavailable
 from shared.models import Message, ReplyStatus, User
 from shared.models.base import utcnow
@@ -50,8 +51,8 @@ class SubmissionService:
     def submit(
         self,
         session: Session,
-        settings: Settings,
         user: User,
+        settings: Settings,
         chat_id: uuid.UUID,
         *,
         text: str,
@@ -152,7 +153,10 @@ class SubmissionService:
             raise MessageNotFound("Message not found") from exc
         return message
 
-    def cancel(self, session: Session, user: User, message_id: uuid.UUID) -> Message:
+    def reply_view(self, session: Session, user: User, message_id: uuid.UUID) -> MessageView:
+        return message_views(session, [self.get_reply(session, user, message_id)])[0]
+
+    def cancel(self, session: Session, user: User, message_id: uuid.UUID) -> MessageView:
         """A queued reply is cancelled here; a running one is stopped by its worker, which
         keeps the partial text and records the usage consumed so far."""
         message = self.get_reply(session, user, message_id)
@@ -166,7 +170,7 @@ class SubmissionService:
         session.refresh(message)
         if not cancelled_here and message.status != ReplyStatus.running:
             raise NotCancellable(f"The reply is already {message.status}")
-        return message
+        return message_views(session, [message])[0]
 
 
 submission_service = SubmissionService()
