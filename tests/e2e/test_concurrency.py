@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from sqlalchemy import func, select
 
-from tests.e2e.harness import start_api
+from shared.db import session_scope
+from shared.models import Message
+from tests.e2e.harness import start_api, wait_until
 from tests.helpers import register_and_login
 
 
@@ -45,3 +48,13 @@ def test_requests_beyond_the_pool_size_all_succeed(service_env, log_dir, db_clea
     finally:
         process.stop()
     assert sorted(set(statuses)) == [200, 201, 202], statuses
+
+    def all_replied() -> bool:
+        with session_scope() as session:
+            done = session.scalar(
+                select(func.count()).select_from(Message)
+                .where(Message.role == "assistant", Message.status == "completed")
+            )
+        return done == 50
+
+    wait_until(all_replied, 60, interval=0.2)
