@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,28 +44,50 @@ def stop_key(reply_id: object) -> str:
     return f"sb:reply:{reply_id}:stop"
 
 
-# One round trip per flush: append every event, publish each, refresh the TTL, and report
-# whether a stop was requested. Atomic, so pub/sub and the stream never disagree on order.
+# One round trip per flush, for any number of replies: append each reply's events, publish
+# each, refresh the TTL, and report whether a stop was requested. Atomic, so pub/sub and the
+# stream never disagree on order.
+# KEYS: stream, stop flag (per reply). ARGV: ttl, then per reply: n, channel, n x (event, data).
 _APPEND_SCRIPT = """
-local ids = {}
-for i = 3, #ARGV, 2 do
-  local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
-  redis.call('PUBLISH', ARGV[1],
-    '{"id":"' .. id .. '","event":"' .. ARGV[i] .. '","data":' .. ARGV[i + 1] .. '}')
-  ids[#ids + 1] = id
+local ttl = ARGV[1]
+local a = 2
+local stops = {}
+for r = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  local channel = ARGV[a + 1]
+  a = a + 2
+  for _ = 1, n do
+    local event, data = ARGV[a], ARGV[a + 1]
+    a = a + 2
+    local id = redis.call('XADD', KEYS[r], '*', 'event', event, 'data', data)
+    redis.call('PUBLISH', channel,
+      '{"id":"' .. id .. '","event":"' .. event .. '","data":' .. data .. '}')
+  end
+  redis.call('EXPIRE', KEYS[r], ttl)
+  stops[#stops + 1] = redis.call('EXISTS', KEYS[r + 1])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return redis.call('EXISTS', KEYS[2])
+return stops
 """
+
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def _encode(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _script_call(
-    reply_id: object, events: list[tuple[str, dict[str, Any]]], ttl_seconds: int
+    batches: list[tuple[object, list[tuple[str, str]]]], ttl_seconds: int
 ) -> tuple[list[str], list[Any]]:
-    args: list[Any] = [pubsub_channel(reply_id), ttl_seconds]
-    for event, data in events:
-        args += [event, json.dumps(data, separators=(",", ":"))]
-    return [stream_key(reply_id), stop_key(reply_id)], args
+    """Arguments of one script call for (reply_id, [(event, data_json), ...]) batches."""
+    keys: list[str] = []
+    args: list[Any] = [ttl_seconds]
+    for reply_id, events in batches:
+        keys += [stream_key(reply_id), stop_key(reply_id)]
+        args += [len(events), pubsub_channel(reply_id)]
+        for event, data_json in events:
+            args += [event, data_json]
+    return keys, args
 
 
 @dataclass(slots=True)
@@ -79,17 +102,29 @@ class ChannelEvent:
 
 
 class TokenChannel:
-    """The writer side, shared by every generation in a worker process (one client, one pool)."""
+    """The writer side, one per worker process: one Redis client, and one flusher thread
+    (a greenlet under gevent) that sends every reply's pending deltas in a single script call
+    every `flush_interval` seconds. Per-token Redis round trips would otherwise dominate the
+    worker's CPU (one round trip per token at 20 ms per token, for hundreds of replies).
+    """
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: int, flush_interval: float) -> None:
         self.client = client
         self.ttl_seconds = ttl_seconds
+        self.flush_interval = flush_interval
         self._append = client.register_script(_APPEND_SCRIPT)
+        self._scheduled: dict[int, ReplyPublisher] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
 
-    def append(self, reply_id: object, events: list[tuple[str, dict[str, Any]]]) -> bool:
-        """Append events in order; returns True when a stop has been requested."""
-        keys, args = _script_call(reply_id, events, self.ttl_seconds)
-        return bool(self._append(keys=keys, args=args))
+    def publisher(self, reply_id: object) -> ReplyPublisher:
+        return ReplyPublisher(self, reply_id)
+
+    def append(self, reply_id: object, events: Events) -> bool:
+        """Append events now, in order; returns True when a stop has been requested."""
+        encoded = [(event, _encode(data)) for event, data in events]
+        return self._send([(reply_id, encoded)])[0]
 
     def restart(self, reply_id: object, reason: str) -> None:
         """A new delivery starts over: drop the old buffer and tell live readers to reset."""
@@ -99,50 +134,103 @@ class TokenChannel:
     def stop_requested(self, reply_id: object) -> bool:
         return bool(self.client.exists(stop_key(reply_id)))
 
+    def _send(self, batches: list[tuple[object, list[tuple[str, str]]]]) -> list[bool]:
+        keys, args = _script_call(batches, self.ttl_seconds)
+        return [bool(flag) for flag in self._append(keys=keys, args=args)]
+
+    def schedule(self, publisher: ReplyPublisher) -> None:
+        with self._lock:
+            self._scheduled[id(publisher)] = publisher
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_forever, name="token-flusher", daemon=True
+                )
+                self._flusher.start()
+        self._wake.set()
+
+    def _flush_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.flush_interval)  # the batching window
+            self._wake.clear()
+            with self._lock:
+                publishers = list(self._scheduled.values())
+                self._scheduled.clear()
+            if publishers:
+                self.flush(publishers, blocking=False)
+
+    def flush(self, publishers: list[ReplyPublisher], *, blocking: bool = True) -> None:
+        """Send what these publishers hold, in one call. A publisher being flushed elsewhere
+        is skipped when not `blocking` (its sender takes what is pending)."""
+        taken: list[ReplyPublisher] = []
+        batches: list[tuple[object, list[tuple[str, str]]]] = []
+        for publisher in publishers:
+            if not publisher.send_lock.acquire(blocking=blocking):
+                continue
+            events = publisher.take_pending()
+            if events and not publisher.broken:
+                taken.append(publisher)
+                batches.append((publisher.reply_id, events))
+            else:
+                publisher.send_lock.release()
+        if not batches:
+            return
+        try:
+            for publisher, stop in zip(taken, self._send(batches), strict=True):
+                publisher.stop_requested = publisher.stop_requested or stop
+        except redis.RedisError as exc:
+            for publisher in taken:
+                publisher.broken = True
+            log.warning("token channel unavailable for %d replies: %s", len(taken), exc)
+        finally:
+            for publisher in taken:
+                publisher.send_lock.release()
+
 
 class ReplyPublisher:
-    """Publishes one reply's deltas, batched: the first delta goes out at once, later ones at
-    most every `flush_interval` seconds, so per-token Redis round trips do not dominate.
+    """One reply's deltas. The first goes out at once (time to first token); later ones wait
+    for the channel's flusher, at most `flush_interval`; the end event goes out at once, after
+    everything before it.
 
     Redis failures never stop a generation: the reply is still stored in the database, only
     live streaming degrades (readers then fall back to the stored reply).
     """
 
-    def __init__(self, channel: TokenChannel, reply_id: object, flush_interval: float) -> None:
+    def __init__(self, channel: TokenChannel, reply_id: object) -> None:
         self.channel = channel
         self.reply_id = reply_id
-        self.flush_interval = flush_interval
         self.stop_requested = False
         self.broken = False
-        self._pending: list[str] = []
-        self._last_flush = 0.0
+        self.send_lock = threading.Lock()  # held while this reply's events are on the wire
+        self._buffer_lock = threading.Lock()  # the flusher is a real thread outside gevent
+        self._text: list[str] = []
+        self._end: tuple[str, str] | None = None
         self._sent_any = False
 
     def token(self, text: str) -> None:
-        self._pending.append(text)
-        now = time.monotonic()
-        if not self._sent_any or now - self._last_flush >= self.flush_interval:
-            self._flush([], now)
+        with self._buffer_lock:
+            self._text.append(text)
+        if self._sent_any:
+            self.channel.schedule(self)
+        else:
+            self._sent_any = True
+            self.channel.flush([self])
 
     def finish(self, event: str, data: dict[str, Any]) -> None:
-        """Flush what is pending and the terminal event in one call."""
-        self._flush([(event, data)], time.monotonic())
+        """Flush what is pending and the end event, in order, now."""
+        self._end = (event, _encode(data))
+        self.channel.flush([self])
 
-    def _flush(self, extra: list[tuple[str, dict[str, Any]]], now: float) -> None:
-        events: list[tuple[str, dict[str, Any]]] = []
-        if self._pending:
-            events.append(("token", {"delta": "".join(self._pending)}))
-            self._pending.clear()
-        events.extend(extra)
-        self._last_flush = now
-        if not events or self.broken:
-            return
-        try:
-            self.stop_requested = self.channel.append(self.reply_id, events) or self.stop_requested
-            self._sent_any = True
-        except redis.RedisError as exc:
-            self.broken = True
-            log.warning("token channel unavailable for reply %s: %s", self.reply_id, exc)
+    def take_pending(self) -> list[tuple[str, str]]:
+        events: list[tuple[str, str]] = []
+        with self._buffer_lock:
+            text, self._text = self._text, []
+        if text:
+            events.append(("token", _encode({"delta": "".join(text)})))
+        if self._end is not None:
+            events.append(self._end)
+            self._end = None
+        return events
 
 
 async def read_events(

@@ -14,7 +14,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from shared.channel import ReplyPublisher, TokenChannel
@@ -71,7 +71,11 @@ class Outcome:
 @lru_cache
 def token_channel() -> TokenChannel:
     settings = get_settings()
-    return TokenChannel(sync_redis(settings.REDIS_URL), settings.TOKEN_STREAM_TTL_SECONDS)
+    return TokenChannel(
+        sync_redis(settings.REDIS_URL),
+        settings.TOKEN_STREAM_TTL_SECONDS,
+        flush_interval=settings.TOKEN_FLUSH_INTERVAL_MS / 1000,
+    )
 
 
 def run_generation(
@@ -98,7 +102,7 @@ def run_generation(
     if claim.attempt > 1:
         _safe(channel.restart, claim.reply_id, "the job was delivered again; the reply restarts")
 
-    publisher = ReplyPublisher(channel, claim.reply_id, settings.TOKEN_FLUSH_INTERVAL_MS / 1000)
+    publisher = channel.publisher(claim.reply_id)
     outcome = Outcome(ReplyStatus.failed, "", None, error="Generation did not finish")
     try:
         outcome = _stream(claim, publisher, settings)
@@ -139,9 +143,25 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
         ).one_or_none()
         if row is None:
             return None
-        chat = session.get_one(Chat, row.chat_id)
-        history = session.scalars(
-            select(Message)
+        # The chat's owner and system prompt (its own, else the owner's default) in one query.
+        owner, system = session.execute(
+            select(Chat.user_id, SystemPrompt.content)
+            .outerjoin(
+                SystemPrompt,
+                or_(
+                    SystemPrompt.id == Chat.system_prompt_id,
+                    and_(
+                        Chat.system_prompt_id.is_(None),
+                        SystemPrompt.user_id == Chat.user_id,
+                        SystemPrompt.is_default,
+                    ),
+                ),
+            )
+            .where(Chat.id == row.chat_id)
+            .limit(1)
+        ).one()
+        history = session.execute(
+            select(Message.role, Message.content)
             .where(
                 Message.chat_id == row.chat_id,
                 Message.created_at < row.created_at,
@@ -149,13 +169,12 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
             )
             .order_by(Message.created_at)
         ).all()
-        system = _system_prompt(session, chat)
         messages = [ProviderMessage(role="system", content=system)] if system else []
-        messages += [ProviderMessage(role=m.role, content=m.content) for m in history]  # type: ignore[arg-type]
+        messages += [ProviderMessage(role=role, content=content) for role, content in history]
         return Claim(
             reply_id=reply_id,
             chat_id=row.chat_id,
-            user_id=chat.user_id,
+            user_id=owner,
             attempt=row.attempts,
             provider=row.provider_name,
             model=row.model_name,
@@ -163,18 +182,6 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
             max_tokens=row.max_tokens,
             messages=messages,
         )
-
-
-def _system_prompt(session: Any, chat: Chat) -> str | None:
-    if chat.system_prompt_id is not None:
-        prompt = session.get(SystemPrompt, chat.system_prompt_id)
-    else:
-        prompt = session.scalar(
-            select(SystemPrompt).where(
-                SystemPrompt.user_id == chat.user_id, SystemPrompt.is_default
-            )
-        )
-    return prompt.content if prompt is not None else None
 
 
 def _stream(claim: Claim, publisher: ReplyPublisher, settings: Settings) -> Outcome:

@@ -31,6 +31,7 @@ class ProviderManager:
         self._classes: dict[str, type[BaseProvider]] = {}
         self._instances: dict[str, BaseProvider] = {}
         self._loaded = False
+        self._configs_memo: tuple[Settings, dict[str, ProviderConfig]] | None = None
         # One lock for loading and building: two greenlets asking for a cold provider must
         # not build two SDK clients (and leak one connection pool).
         self._lock = threading.RLock()
@@ -100,6 +101,15 @@ class ProviderManager:
         configs.update(apply_feature_flag(extra, settings))
         return configs
 
+    def _configs_of_current_settings(self) -> dict[str, ProviderConfig]:
+        # Building every config costs more than a short generation's bookkeeping; settings
+        # objects are immutable, so the configs are computed once per settings object.
+        settings = get_settings()
+        memo = self._configs_memo
+        if memo is None or memo[0] is not settings:
+            memo = self._configs_memo = (settings, self.all_configs(settings))
+        return memo[1]
+
     def available_providers(self, settings: Settings) -> dict[str, ProviderConfig]:
         """Enabled providers whose adapter is installed, by provider name."""
         self._ensure_loaded(settings)
@@ -118,7 +128,7 @@ class ProviderManager:
         (the API answers "disabled", the catalog keeps them listed).
         """
         if config is None:
-            config = self.all_configs(get_settings()).get(name)
+            config = self._configs_of_current_settings().get(name)
             if config is None:
                 raise UnknownProvider(f"unknown provider {name!r}", provider=name)
         cached = self._instances.get(name)

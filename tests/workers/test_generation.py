@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from shared.channel import TokenChannel, stream_key
 from shared.db import session_scope
-from shared.models import Chat, Message, ProviderUsage, User
+from shared.models import Chat, Message, ProviderUsage, SystemPrompt, User
 from shared.settings import get_settings
 from tests.conftest import TEST_REDIS_URL
 from workers.generation import run_generation
@@ -100,7 +100,9 @@ def test_a_live_lease_is_not_taken_over(reply_id):
 
 def test_redis_down_mid_generation_still_stores_the_reply(reply_id):
     dead = TokenChannel(
-        redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5), ttl_seconds=60
+        redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5),
+        ttl_seconds=60,
+        flush_interval=0.01,
     )
     run_generation(reply_id, channel=dead)
     reply = _reply(reply_id)
@@ -114,3 +116,28 @@ def test_unknown_provider_in_a_stored_reply_fails_readably(reply_id):
     run_generation(reply_id)
     reply = _reply(reply_id)
     assert reply.status == "failed" and "gone" in reply.error
+
+
+def test_claim_loads_history_and_the_system_prompt(reply_id):
+    from workers.generation import _claim
+
+    with session_scope() as session:
+        reply = session.get_one(Message, reply_id)
+        chat = session.get_one(Chat, reply.chat_id)
+        session.add(
+            SystemPrompt(user_id=chat.user_id, name="d", content="be brief", is_default=True)
+        )
+    claim = _claim(reply_id, get_settings())
+    assert [(m.role, m.content) for m in claim.messages] == [
+        ("system", "be brief"),
+        ("user", "say this back"),
+    ]
+    with session_scope() as session:
+        chat = session.get_one(Chat, _reply(reply_id).chat_id)
+        own = SystemPrompt(user_id=chat.user_id, name="own", content="be verbose")
+        session.add(own)
+        session.flush()
+        chat.system_prompt_id = own.id
+        session.get_one(Message, reply_id).status = "queued"
+    claim = _claim(reply_id, get_settings())
+    assert claim.messages[0].content == "be verbose"
