@@ -27,7 +27,17 @@ def make_engine(
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    # No pre-ping (SQLAlchemy 2.1 turns it on by default): it costs a round trip on every
+    # checkout of the hot path. Connections are recycled instead; one that died with a server
+    # restart fails a single unit of work.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_recycle=1800,
+        pool_pre_ping=False,
+    )
 
 
 @lru_cache

@@ -14,11 +14,11 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from shared.channel import ReplyPublisher, TokenChannel
-from shared.db import session_scope
+from shared.db import get_engine
 from shared.models import Chat, Message, ProviderUsage, ReplyStatus, SystemPrompt
 from shared.models.base import utcnow
 from shared.pricing import cost_of, price_for
@@ -114,8 +114,10 @@ def run_generation(
 def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
     """Take the reply for this delivery: queued, or running under an expired lease."""
     now = utcnow()
-    with session_scope() as session:
-        row = session.execute(
+    # Core statements on a plain connection: the ORM's unit of work would cost more CPU than
+    # the queries themselves, and nothing here needs identity-mapped objects.
+    with get_engine().begin() as conn:
+        row = conn.execute(
             update(Message)
             .where(
                 Message.id == reply_id,
@@ -144,7 +146,7 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
         if row is None:
             return None
         # The chat's owner and system prompt (its own, else the owner's default) in one query.
-        owner, system = session.execute(
+        owner, system = conn.execute(
             select(Chat.user_id, SystemPrompt.content)
             .outerjoin(
                 SystemPrompt,
@@ -160,7 +162,7 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
             .where(Chat.id == row.chat_id)
             .limit(1)
         ).one()
-        history = session.execute(
+        history = conn.execute(
             select(Message.role, Message.content)
             .where(
                 Message.chat_id == row.chat_id,
@@ -253,8 +255,8 @@ def _finish(
         if usage is not None
         else None
     )
-    with session_scope() as session:
-        updated = session.execute(
+    with get_engine().begin() as conn:
+        updated = conn.execute(
             update(Message)
             .where(
                 Message.id == claim.reply_id,
@@ -272,8 +274,8 @@ def _finish(
         if updated == 0:
             log.info("reply %s was taken over by a later delivery", claim.reply_id)
             return
-        session.add(
-            ProviderUsage(
+        conn.execute(
+            insert(ProviderUsage).values(
                 user_id=claim.user_id,
                 provider_name=claim.provider,
                 model_name=claim.model,

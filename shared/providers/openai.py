@@ -2,10 +2,16 @@
 
 One SDK client per provider instance: building it costs ~18 ms, so never per call. Its own
 retries are off (`max_retries=0`): `BaseProvider.generate_streaming_response` is the only loop.
+
+The SDK sends the request, authenticates and raises its typed errors for every non-2xx answer;
+the stream body is then read from the SDK's raw response and decoded here with `json.loads`.
+The SDK's own decoding builds a pydantic model per chunk: about 130 us of CPU per token
+against 40 us (measured on the stub), the largest single cost of a worker under load.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -129,7 +135,7 @@ class OpenAIProvider(BaseProvider):
     ) -> Iterator[StreamEvent]:
         kwargs = self._request_kwargs(messages, model, temperature, max_tokens)
         try:
-            stream = self._client.chat.completions.create(**kwargs)
+            response = self._client.chat.completions.with_raw_response.create(**kwargs)
         except openai.OpenAIError as exc:
             raise self._map_error(exc, started=False) from None
 
@@ -137,20 +143,20 @@ class OpenAIProvider(BaseProvider):
         usage: Usage | None = None
         completion_chars: list[str] = []
         try:
-            with stream:
-                for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = Usage(
-                            prompt_tokens=chunk.usage.prompt_tokens or 0,
-                            completion_tokens=chunk.usage.completion_tokens or 0,
-                        )
-                    for choice in chunk.choices or ():
-                        text = choice.delta.content if choice.delta else None
-                        if text:
-                            completion_chars.append(text)
-                            yield TextDelta(text)
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
+            for chunk in _sse_chunks(response.http_response):
+                chunk_usage = chunk.get("usage")
+                if chunk_usage:
+                    usage = Usage(
+                        prompt_tokens=chunk_usage.get("prompt_tokens") or 0,
+                        completion_tokens=chunk_usage.get("completion_tokens") or 0,
+                    )
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        completion_chars.append(text)
+                        yield TextDelta(text)
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
         except openai.OpenAIError as exc:
             raise self._map_error(exc, started=True) from None
         except httpx2.TimeoutException:
@@ -160,6 +166,10 @@ class OpenAIProvider(BaseProvider):
         except (httpx2.RequestError, httpx2.StreamError) as exc:
             raise StreamInterrupted(
                 f"connection lost mid-stream ({type(exc).__name__})", provider=self.config.name
+            ) from None
+        except ValueError:
+            raise StreamInterrupted(
+                "malformed stream chunk (not JSON)", provider=self.config.name
             ) from None
 
         if finish_reason is None:
@@ -231,3 +241,48 @@ class OpenAIProvider(BaseProvider):
         self._guard.mark_closed()
         self._client.close()
         self._http.close()
+
+
+def _sse_chunks(response: httpx2.Response) -> Iterator[dict[str, Any]]:
+    """The JSON chunks of a chat.completion.chunk SSE body, up to `data: [DONE]`.
+
+    A chunk carrying `error` raises `openai.APIError`, exactly as the SDK's own stream does,
+    so mid-stream errors take the same mapping path. The response is closed in every case.
+    """
+    data: list[str] = []
+    event: str | None = None
+    try:
+        for line in response.iter_lines():
+            if line:
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "data":
+                    data.append(value)
+                elif field == "event":
+                    event = value
+                continue
+            if not data:  # a blank line ends an event; comments and pings carry no data
+                event = None
+                continue
+            payload, data = "\n".join(data), []
+            if payload.startswith("[DONE]"):
+                return
+            chunk = json.loads(payload)
+            if isinstance(chunk, dict) and (chunk.get("error") or event == "error"):
+                error = chunk.get("error") or chunk
+                message = error.get("message") if isinstance(error, dict) else None
+                raise openai.APIError(
+                    message
+                    if isinstance(message, str) and message
+                    else "An error occurred during streaming",
+                    request=response.request,
+                    body=error,
+                )
+            event = None
+            yield chunk
+        if data:  # the body ended without the blank line after its last event
+            payload = "\n".join(data)
+            if not payload.startswith("[DONE]"):
+                yield json.loads(payload)
+    finally:
+        response.close()
