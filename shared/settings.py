@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     DATABASE_URL: str = "sqlite:///./switchboard.db"
     # The API runs at most POOL_SIZE + MAX_OVERFLOW database units of work at once (its
     # thread pool is sized to match), so no request ever waits on a connection it cannot get.
-    DATABASE_POOL_SIZE: int = Field(default=20, gt=0)
-    DATABASE_MAX_OVERFLOW: int = Field(default=20, ge=0)
+    DATABASE_POOL_SIZE: int = Field(default=10, gt=0)
+    DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
     DATABASE_POOL_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
 

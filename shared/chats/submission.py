@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -81,12 +82,22 @@ class SubmissionService:
             fallback_provider=chat.provider_name,
             fallback_model=chat.model_name,
         )
+        # Ids and times set here so both rows go out in one INSERT; the reply sorts after
+        # the message it answers.
+        now = utcnow()
         user_message = Message(
-            chat_id=chat.id, role="user", content=text, idempotency_key=idempotency_key
+            id=uuid.uuid4(),
+            chat_id=chat.id,
+            role="user",
+            content=text,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
         )
-        session.add(user_message)
-        session.flush()  # the reply's created_at must sort after the user message
         reply = Message(
+            id=uuid.uuid4(),
+            created_at=now + timedelta(microseconds=1),
+            updated_at=now,
             chat_id=chat.id,
             role="assistant",
             content="",
@@ -97,8 +108,8 @@ class SubmissionService:
             max_tokens=max_tokens,
             reply_to_id=user_message.id,
         )
-        session.add(reply)
-        chat.updated_at = utcnow()
+        session.add_all([user_message, reply])
+        chat.updated_at = now
         try:
             session.commit()
         except IntegrityError:
