@@ -38,8 +38,10 @@ class Settings(BaseSettings):
     DATABASE_URL: str = "sqlite:///./switchboard.db"
     # The API runs at most POOL_SIZE + MAX_OVERFLOW database units of work at once (its
     # thread pool is sized to match), so no request ever waits on a connection it cannot get.
-    DATABASE_POOL_SIZE: int = Field(default=10, gt=0)
-    DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
+    # Overflow connections are opened and closed per use (a PostgreSQL backend fork each):
+    # under load that churn costs more than it gives, hence a fixed pool by default.
+    DATABASE_POOL_SIZE: int = Field(default=20, gt=0)
+    DATABASE_MAX_OVERFLOW: int = Field(default=0, ge=0)
     DATABASE_POOL_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
 
@@ -86,6 +88,9 @@ class Settings(BaseSettings):
     BROKER_VISIBILITY_TIMEOUT: int = Field(default=900, gt=0)
     TASK_MAX_DELIVERIES: int = Field(default=3, gt=0)
     WORKER_CONCURRENCY: int = Field(default=500, gt=0)
+    # Task events feed Flower's Tasks tab (its Broker tab shows queue lengths without them).
+    # Each costs Redis publishes on the hot path, so they are opt-in.
+    CELERY_TASK_EVENTS: bool = False
 
     # Token channel and SSE.
     TOKEN_STREAM_TTL_SECONDS: int = Field(default=3600, gt=0)

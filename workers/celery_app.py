@@ -54,8 +54,8 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         # Flower shows tasks and queues from these events.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.CELERY_TASK_EVENTS,
+        task_send_sent_event=settings.CELERY_TASK_EVENTS,
         worker_hijack_root_logger=False,
     )
     return app
