@@ -194,7 +194,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stack.start(
             "worker",
             worker_command(
-                settings, None, args.concurrency, ["--without-mingle", "--without-gossip"]
+                settings, None, args.concurrency, ["--without-mingle", "--without-gossip", "-E"]
             ),
         )
         if args.flower_port:
