@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email.utils
 import re
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -154,36 +153,3 @@ def error_fields(body: object) -> tuple[str, str | None, str | None]:
     if isinstance(body, str):
         return body, None, None
     return "", None, None
-
-
-class InflightGuard:
-    """Counts streams in flight so `close()` on a replaced instance waits for them.
-
-    The manager swaps an instance when its config changes; closing the HTTP pool under
-    streams that are still running would cut them, so the close happens on the last release.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._closing = False
-        self.closed = False
-
-    def acquire(self) -> None:
-        with self._lock:
-            self._active += 1
-
-    def release(self) -> bool:
-        """Returns True when the caller should now close the resources."""
-        with self._lock:
-            self._active -= 1
-            return self._closing and self._active == 0 and not self.closed
-
-    def request_close(self) -> bool:
-        with self._lock:
-            self._closing = True
-            return self._active == 0 and not self.closed
-
-    def mark_closed(self) -> None:
-        with self._lock:
-            self.closed = True

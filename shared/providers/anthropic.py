@@ -14,7 +14,6 @@ import anthropic
 import httpx2
 
 from shared.providers._http import (
-    InflightGuard,
     error_fields,
     map_http_error,
     parse_retry_after,
@@ -50,7 +49,6 @@ class AnthropicProvider(BaseProvider):
         super().__init__(config)
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         self._http = make_http_client(config)
-        self._guard = InflightGuard()
         # An explicit api_key also stops the SDK from reading profiles or env credentials.
         self._client = anthropic.Anthropic(
             api_key=self._secret or NO_KEY_PLACEHOLDER,
@@ -92,20 +90,6 @@ class AnthropicProvider(BaseProvider):
         return kwargs
 
     def _stream(
-        self,
-        messages: list[Message],
-        model: str,
-        temperature: float | None,
-        max_tokens: int | None,
-    ) -> Iterator[StreamEvent]:
-        self._guard.acquire()
-        try:
-            yield from self._stream_once(messages, model, temperature, max_tokens)
-        finally:
-            if self._guard.release():
-                self._close_now()
-
-    def _stream_once(
         self,
         messages: list[Message],
         model: str,
@@ -186,12 +170,7 @@ class AnthropicProvider(BaseProvider):
         except anthropic.AnthropicError as exc:
             raise self._map_error(exc, started=False) from None
 
-    def close(self) -> None:
-        if self._guard.request_close():
-            self._close_now()
-
-    def _close_now(self) -> None:
-        self._guard.mark_closed()
+    def release_resources(self) -> None:
         self._client.close()
         self._http.close()
 

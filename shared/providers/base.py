@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -104,6 +105,39 @@ class _RetryState:
     slept: list[float] = field(default_factory=list)
 
 
+class InflightGuard:
+    """Counts streams in flight so `close()` on a replaced instance waits for them.
+
+    The manager swaps an instance when its config changes; closing the HTTP pool under
+    streams that are still running would cut them, so the close happens on the last release.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._closing = False
+        self.closed = False
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def release(self) -> bool:
+        """Returns True when the caller should now close the resources."""
+        with self._lock:
+            self._active -= 1
+            return self._closing and self._active == 0 and not self.closed
+
+    def request_close(self) -> bool:
+        with self._lock:
+            self._closing = True
+            return self._active == 0 and not self.closed
+
+    def mark_closed(self) -> None:
+        with self._lock:
+            self.closed = True
+
+
 class BaseProvider(ABC):
     """Adapters implement `_stream`; retries and the non-streaming call are shared here."""
 
@@ -113,6 +147,7 @@ class BaseProvider(ABC):
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+        self._inflight = InflightGuard()
 
     def __repr__(self) -> str:
         # Never show the client objects: some keep the API key as a plain attribute.
@@ -151,8 +186,18 @@ class BaseProvider(ABC):
         """Whether `model` is one this deployment allows for this provider (no network)."""
         return model in self.config.models
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold no resources
-        """Release connections; called when the instance is replaced."""
+    def close(self) -> None:
+        """Called when a changed config replaces this instance: release its connections as
+        soon as no stream is using them (closing under a live stream would cut it)."""
+        if self._inflight.request_close():
+            self._close_resources()
+
+    def release_resources(self) -> None:  # noqa: B027 - optional hook
+        """Close connection pools and clients; adapters that hold some override this."""
+
+    def _close_resources(self) -> None:
+        self._inflight.mark_closed()
+        self.release_resources()
 
     def generate_streaming_response(
         self,
@@ -168,20 +213,25 @@ class BaseProvider(ABC):
         This is the only retry loop: SDK clients are built with their own retries off.
         """
         state = _RetryState()
-        while True:
-            yielded = False
-            try:
-                for event in self._stream(messages, model, temperature, max_tokens):
-                    yielded = True
-                    yield event
-                return
-            except ProviderError as exc:
-                if yielded or not exc.retryable or state.attempt >= self.config.max_retries:
-                    raise
-                delay = retry_delay(state.attempt, exc.retry_after)
-                state.attempt += 1
-                state.slept.append(delay)
-                time.sleep(delay)
+        self._inflight.acquire()
+        try:
+            while True:
+                yielded = False
+                try:
+                    for event in self._stream(messages, model, temperature, max_tokens):
+                        yielded = True
+                        yield event
+                    return
+                except ProviderError as exc:
+                    if yielded or not exc.retryable or state.attempt >= self.config.max_retries:
+                        raise
+                    delay = retry_delay(state.attempt, exc.retry_after)
+                    state.attempt += 1
+                    state.slept.append(delay)
+                    time.sleep(delay)
+        finally:
+            if self._inflight.release():
+                self._close_resources()
 
     def generate_chat_response(
         self,

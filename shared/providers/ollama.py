@@ -17,7 +17,6 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from shared.providers._http import (
     CONNECT_TIMEOUT_CAP,
     MAX_CONNECTIONS,
-    InflightGuard,
     error_fields,
     map_http_error,
     parse_retry_after,
@@ -52,7 +51,6 @@ class OllamaProvider(BaseProvider):
         super().__init__(config)
         self._base = (config.api_endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self._secret = config.api_key.get_secret_value() if config.api_key else None
-        self._guard = InflightGuard()
         self._session = requests.Session()
         # requests' default pool keeps 10 connections per host; a gevent worker holds hundreds.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=MAX_CONNECTIONS, max_retries=0)
@@ -64,20 +62,6 @@ class OllamaProvider(BaseProvider):
         self._timeout = (min(config.timeout, CONNECT_TIMEOUT_CAP), config.timeout)
 
     def _stream(
-        self,
-        messages: list[Message],
-        model: str,
-        temperature: float | None,
-        max_tokens: int | None,
-    ) -> Iterator[StreamEvent]:
-        self._guard.acquire()
-        try:
-            yield from self._stream_once(messages, model, temperature, max_tokens)
-        finally:
-            if self._guard.release():
-                self._close_now()
-
-    def _stream_once(
         self,
         messages: list[Message],
         model: str,
@@ -191,12 +175,7 @@ class OllamaProvider(BaseProvider):
             for m in response.json().get("models", [])
         ]
 
-    def close(self) -> None:
-        if self._guard.request_close():
-            self._close_now()
-
-    def _close_now(self) -> None:
-        self._guard.mark_closed()
+    def release_resources(self) -> None:
         self._session.close()
 
 

@@ -23,7 +23,6 @@ from shared.providers._http import (
     CONNECT_TIMEOUT_CAP,
     MAX_CONNECTIONS,
     MAX_KEEPALIVE_CONNECTIONS,
-    InflightGuard,
     error_fields,
     map_http_error,
     parse_retry_after,
@@ -80,7 +79,6 @@ class OpenAIProvider(BaseProvider):
         super().__init__(config)
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         self._http = make_http_client(config)
-        self._guard = InflightGuard()
         self._client = openai.OpenAI(
             api_key=self._secret or NO_KEY_PLACEHOLDER,
             base_url=config.api_endpoint or None,
@@ -113,20 +111,6 @@ class OpenAIProvider(BaseProvider):
         return kwargs
 
     def _stream(
-        self,
-        messages: list[Message],
-        model: str,
-        temperature: float | None,
-        max_tokens: int | None,
-    ) -> Iterator[StreamEvent]:
-        self._guard.acquire()
-        try:
-            yield from self._stream_once(messages, model, temperature, max_tokens)
-        finally:
-            if self._guard.release():
-                self._close_now()
-
-    def _stream_once(
         self,
         messages: list[Message],
         model: str,
@@ -233,12 +217,7 @@ class OpenAIProvider(BaseProvider):
         except httpx2.HTTPError as exc:
             raise ProviderUnavailable(type(exc).__name__, provider=self.config.name) from None
 
-    def close(self) -> None:
-        if self._guard.request_close():
-            self._close_now()
-
-    def _close_now(self) -> None:
-        self._guard.mark_closed()
+    def release_resources(self) -> None:
         self._client.close()
         self._http.close()
 

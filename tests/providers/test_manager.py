@@ -117,7 +117,7 @@ def test_replaced_http_adapter_closes_only_after_inflight_stream(ollama_stub: An
     manager.get_provider("ollama", ProviderConfig(**base, timeout=6.0))  # swap mid-stream
     rest = list(stream)
     assert isinstance(first, TextDelta) and isinstance(rest[-1], StreamEnd)
-    assert old._guard.closed  # type: ignore[attr-defined]
+    assert old._inflight.closed
 
 
 # -- entry points -------------------------------------------------------------------------

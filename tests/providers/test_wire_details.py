@@ -100,7 +100,7 @@ def test_compatible_server_without_usage_is_estimated(openai_stub: OpenAIStub) -
 def test_compatible_server_without_key_never_gets_the_openai_key(
     openai_stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-openai-key-must-not-leak")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake-openai-key-must-not-leak")
     provider = OpenAICompatibleProvider(config("local", openai_stub.base_url, api_key=None))
     provider.generate_chat_response(MESSAGES, "stub-model")
     assert "sk-real-openai-key" not in openai_stub.last_request.headers["authorization"]
