@@ -28,6 +28,7 @@ STUB_MODELS = [
     "stub-model+tokens=40+delay=50",
     "stub-model+tokens=200+delay=20",
     "stub-model+tokens=40+delay=100",
+    "stub-model+tokens=2+delay=2500",
 ]
 # The shared worker leaves the ollama queue to the tests that start (and kill) their own.
 QUEUES = ["echo", "anthropic", "openai"]

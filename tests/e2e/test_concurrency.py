@@ -52,7 +52,8 @@ def test_requests_beyond_the_pool_size_all_succeed(service_env, log_dir, db_clea
     def all_replied() -> bool:
         with session_scope() as session:
             done = session.scalar(
-                select(func.count()).select_from(Message)
+                select(func.count())
+                .select_from(Message)
                 .where(Message.role == "assistant", Message.status == "completed")
             )
         return done == 50

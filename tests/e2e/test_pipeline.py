@@ -304,3 +304,18 @@ def test_broker_down_at_submit_is_503_and_keeps_the_message(http, service_env, l
             assert listed[0]["content"] == "keep me"
     finally:
         process.stop()
+
+
+def test_idle_streams_get_heartbeats(http):
+    headers = register_and_login(http)
+    chat = http.post(
+        "/chats",
+        json={"provider": "openai", "model": "stub-model+tokens=2+delay=2500"},
+        headers=headers,
+    ).json()
+    accepted = _submit(http, headers, chat["id"], message="take your time")
+    with http.stream("GET", accepted["stream_url"], headers=headers) as response:
+        lines = list(response.iter_lines())
+    # SSE_HEARTBEAT_SECONDS is 2 in these tests; the provider is silent for 2.5 s per token.
+    assert any(line.startswith(":") for line in lines)
+    assert "event: done" in lines
