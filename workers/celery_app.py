@@ -82,7 +82,16 @@ def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
 
 @worker_ready.connect
 def _start_redelivery_sweeper(sender: object, **_: object) -> None:
-    start_redelivery_sweeper(celery_app, get_settings().BROKER_VISIBILITY_TIMEOUT)
+    queues = _consumed_queues(sender) or set(queue_names(get_settings()))
+    start_redelivery_sweeper(
+        celery_app, get_settings().BROKER_VISIBILITY_TIMEOUT, queues, enqueue_generation
+    )
+
+
+def _consumed_queues(consumer: object) -> set[str]:
+    """The queues this worker consumes (`-Q`), so it only re-enqueues its own providers' jobs."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    return {queue.name for queue in getattr(task_consumer, "queues", [])}
 
 
 @worker_init.connect

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Message, ProviderUsage
+from shared.models.base import utcnow
 from tests.e2e.harness import read_sse, start_worker, wait_until
 from tests.helpers import register_and_login
 
@@ -65,3 +67,31 @@ def test_killed_worker_job_runs_again_and_is_stored_once(http, service_env, log_
     stream = read_sse(http, accepted["stream_url"], headers)
     assert "reset" in [e.event for e in stream.events]
     assert stream.text == EXPECTED and stream.last.event == "done"
+
+
+def test_a_reply_whose_job_was_lost_is_requeued_and_generated(http):
+    """As if Redis had restarted without persistence: the row is queued, the broker is empty."""
+    headers = register_and_login(http)
+    chat = http.post("/chats", json={}, headers=headers).json()  # echo
+    long_ago = utcnow() - timedelta(minutes=5)
+    with session_scope() as session:
+        question = Message(
+            chat_id=uuid.UUID(chat["id"]), role="user", content="lost job", created_at=long_ago
+        )
+        session.add(question)
+        session.flush()
+        reply = Message(
+            chat_id=question.chat_id,
+            role="assistant",
+            status="queued",
+            provider_name="echo",
+            model_name="echo-1",
+            reply_to_id=question.id,
+            created_at=long_ago + timedelta(microseconds=1),
+        )
+        session.add(reply)
+        session.flush()
+        reply_id = str(reply.id)
+    # The sweeper runs every BROKER_VISIBILITY_TIMEOUT / 10 (1 s here).
+    wait_until(lambda: _reply(reply_id).status == "completed", 20, interval=0.2)
+    assert _reply(reply_id).content == "Echo: lost job"
