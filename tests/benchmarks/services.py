@@ -39,7 +39,7 @@ MODEL_200 = "stub-model+tokens=200"
 MODEL_SLOW_100 = "stub-model+tokens=100+delay=20"  # 100 tokens at 20 ms: 2 s per reply
 MODELS = (MODEL_25, MODEL_200, MODEL_SLOW_100)
 TOKENS = {MODEL_25: 25, MODEL_200: 200, MODEL_SLOW_100: 100}
-FAKE_KEY = "sk-bench-not-a-real-key"
+FAKE_KEY = "sk-bench-fake-key"
 
 
 # -- database and redis ------------------------------------------------------------------
