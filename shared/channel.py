@@ -131,9 +131,6 @@ class TokenChannel:
         self.client.delete(stream_key(reply_id))
         self.append(reply_id, [("reset", {"reason": reason})])
 
-    def stop_requested(self, reply_id: object) -> bool:
-        return bool(self.client.exists(stop_key(reply_id)))
-
     def _send(self, batches: list[tuple[object, list[tuple[str, str]]]]) -> list[bool]:
         keys, args = _script_call(batches, self.ttl_seconds)
         return [bool(flag) for flag in self._append(keys=keys, args=args)]

@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.engine import make_url
 
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard_test"
@@ -41,34 +40,12 @@ for _name in (
     os.environ.pop(_name, None)
 
 
-def _recreate_database(url: str) -> None:
-    import psycopg2
-
-    target = make_url(url)
-    admin = psycopg2.connect(
-        host=target.host,
-        port=target.port or 5432,
-        user=target.username or "postgres",
-        password=target.password,
-        dbname="postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{target.database}"')
-    admin.close()
-
-
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database migrated to head with Alembic, once per test session."""
-    from alembic import command
-    from alembic.config import Config
+    from tests.helpers import recreate_migrated_database
 
-    _recreate_database(TEST_DATABASE_URL)
-    config = Config(os.path.join(os.path.dirname(__file__), "..", "alembic.ini"))
-    config.attributes["sqlalchemy.url"] = TEST_DATABASE_URL
-    command.upgrade(config, "head")
+    recreate_migrated_database(TEST_DATABASE_URL)
     yield TEST_DATABASE_URL
 
 

@@ -54,18 +54,6 @@ class AccountService:
         user = session.get(User, user_id)
         return user if user is not None and user.is_active else None
 
-    def upsert_admin(self, session: Session, *, email: str, password: str) -> User:
-        email = email.strip().lower()
-        user = session.scalar(select(User).where(User.email == email))
-        if user is None:
-            user = User(email=email, password_hash=hash_password(password), is_admin=True)
-            session.add(user)
-        else:
-            user.is_admin = True
-            user.password_hash = hash_password(password)
-        session.flush()
-        return user
-
     def create_api_key(self, session: Session, user: User, *, name: str) -> tuple[ApiKey, str]:
         """Returns the row and the key itself, which is never retrievable again."""
         key = new_api_key()

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from shared.chats.selection import resolve_selection
 from shared.chats.views import MessageView, message_views
 from shared.errors import NotFound
 from shared.models import Chat, Message, SystemPrompt, User
 from shared.settings import Settings
+
+T = TypeVar("T")
+
+
+def paginate(
+    session: Session,
+    model: type[T],
+    where: ColumnElement[bool],
+    order_by: tuple[Any, ...],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[T], int]:
+    """One page of `model` rows matching `where`, and how many match in all."""
+    count = session.scalar(select(func.count()).select_from(model).where(where))
+    rows = session.scalars(
+        select(model).where(where).order_by(*order_by).limit(limit).offset(offset)
+    )
+    return list(rows), count or 0
 
 
 class ChatNotFound(NotFound):
@@ -58,17 +78,14 @@ class ChatService:
     def list(
         self, session: Session, user: User, *, limit: int, offset: int
     ) -> tuple[list[Chat], int]:
-        count = session.scalar(
-            select(func.count()).select_from(Chat).where(Chat.user_id == user.id)
+        return paginate(
+            session,
+            Chat,
+            Chat.user_id == user.id,
+            (Chat.created_at.desc(), Chat.id),
+            limit=limit,
+            offset=offset,
         )
-        rows = session.scalars(
-            select(Chat)
-            .where(Chat.user_id == user.id)
-            .order_by(Chat.created_at.desc(), Chat.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        return list(rows), count or 0
 
     def update(
         self,
@@ -105,17 +122,14 @@ class ChatService:
         self, session: Session, user: User, chat_id: uuid.UUID, *, limit: int, offset: int
     ) -> tuple[list[Message], int]:
         self.get(session, user, chat_id)
-        count = session.scalar(
-            select(func.count()).select_from(Message).where(Message.chat_id == chat_id)
+        return paginate(
+            session,
+            Message,
+            Message.chat_id == chat_id,
+            (Message.created_at, Message.id),
+            limit=limit,
+            offset=offset,
         )
-        rows = session.scalars(
-            select(Message)
-            .where(Message.chat_id == chat_id)
-            .order_by(Message.created_at, Message.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        return list(rows), count or 0
 
     def list_message_views(
         self, session: Session, user: User, chat_id: uuid.UUID, *, limit: int, offset: int
@@ -145,15 +159,14 @@ class SystemPromptService:
         self, session: Session, user: User, *, limit: int, offset: int
     ) -> tuple[list[SystemPrompt], int]:
         where = SystemPrompt.user_id == user.id
-        count = session.scalar(select(func.count()).select_from(SystemPrompt).where(where))
-        rows = session.scalars(
-            select(SystemPrompt)
-            .where(where)
-            .order_by(SystemPrompt.created_at.desc())
-            .limit(limit)
-            .offset(offset)
+        return paginate(
+            session,
+            SystemPrompt,
+            where,
+            (SystemPrompt.created_at.desc(),),
+            limit=limit,
+            offset=offset,
         )
-        return list(rows), count or 0
 
     def update(
         self, session: Session, user: User, prompt_id: uuid.UUID, changes: dict[str, Any]
@@ -170,11 +183,6 @@ class SystemPromptService:
     def delete(self, session: Session, user: User, prompt_id: uuid.UUID) -> None:
         session.delete(self.get(session, user, prompt_id))
         session.flush()
-
-    def default_for(self, session: Session, user_id: uuid.UUID) -> SystemPrompt | None:
-        return session.scalar(
-            select(SystemPrompt).where(SystemPrompt.user_id == user_id, SystemPrompt.is_default)
-        )
 
     def _clear_default(self, session: Session, user: User) -> None:
         session.execute(

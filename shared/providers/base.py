@@ -12,7 +12,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -97,12 +97,6 @@ def estimate_tokens(text: str) -> int:
 def estimate_prompt_tokens(messages: list[Message]) -> int:
     # 4 tokens of framing per message, as in OpenAI's cookbook counting recipe.
     return sum(estimate_tokens(m.content) + 4 for m in messages) + 2
-
-
-@dataclass(slots=True)
-class _RetryState:
-    attempt: int = 0
-    slept: list[float] = field(default_factory=list)
 
 
 class InflightGuard:
@@ -212,7 +206,7 @@ class BaseProvider(ABC):
         After a delta has gone out a retry would repeat text, so later errors propagate.
         This is the only retry loop: SDK clients are built with their own retries off.
         """
-        state = _RetryState()
+        attempt = 0
         self._inflight.acquire()
         try:
             while True:
@@ -223,12 +217,10 @@ class BaseProvider(ABC):
                         yield event
                     return
                 except ProviderError as exc:
-                    if yielded or not exc.retryable or state.attempt >= self.config.max_retries:
+                    if yielded or not exc.retryable or attempt >= self.config.max_retries:
                         raise
-                    delay = retry_delay(state.attempt, exc.retry_after)
-                    state.attempt += 1
-                    state.slept.append(delay)
-                    time.sleep(delay)
+                    time.sleep(retry_delay(attempt, exc.retry_after))
+                    attempt += 1
         finally:
             if self._inflight.release():
                 self._close_resources()

@@ -87,10 +87,18 @@ def test_nul_characters_are_bad_input_not_server_errors(client):
     headers = register_and_login(client)
     nul = "a\u0000b"
     assert client.post("/chats", json={"title": nul}, headers=headers).status_code == 422
-    assert client.post("/system-prompts", json={"name": "n", "content": nul},
-                       headers=headers).status_code == 422
-    assert client.post("/auth/register",
-                       json={"email": "x@example.com", "password": nul * 5}).status_code == 422
+    assert (
+        client.post(
+            "/system-prompts", json={"name": "n", "content": nul}, headers=headers
+        ).status_code
+        == 422
+    )
+    assert (
+        client.post(
+            "/auth/register", json={"email": "x@example.com", "password": nul * 5}
+        ).status_code
+        == 422
+    )
     assert client.post("/auth/token", data={"username": nul, "password": "x"}).status_code == 401
     assert client.get("/providers/a%00b/models", headers=headers).status_code == 404
     assert _chat_count() == 0

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.harness import (
-    REPO,
     Process,
     base_env,
     free_port,
@@ -27,6 +26,7 @@ from tests.e2e.harness import (
     start_worker,
     wait_until,
 )
+from tests.helpers import recreate_migrated_database
 
 BENCH_DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard_bench"
@@ -47,27 +47,7 @@ FAKE_KEY = "sk-bench-fake-key"
 
 def recreate_database(url: str = BENCH_DATABASE_URL) -> None:
     """Drop and create the bench database, then migrate it to head with Alembic."""
-    import psycopg2
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    admin = psycopg2.connect(
-        host=target.host,
-        port=target.port or 5432,
-        user=target.username or "postgres",
-        password=target.password,
-        dbname="postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{target.database}"')
-    admin.close()
-    config = Config(str(REPO / "alembic.ini"))
-    config.attributes["sqlalchemy.url"] = url
-    command.upgrade(config, "head")
+    recreate_migrated_database(url)
 
 
 def flush_redis(url: str = BENCH_REDIS_URL) -> None:
