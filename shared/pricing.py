@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-COST_QUANTUM = Decimal("0.000001")
+COST_QUANTUM = Decimal("0.000000000001")  # ExactMoney: 12 decimals
 FREE_PROVIDERS = frozenset({"ollama", "echo"})
 
 
@@ -64,8 +64,16 @@ def price_for(provider: str, model: str) -> ModelPrice | None:
 
 
 def cost_of(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
-    """Exact cost quantized to 6 decimal places; None when there is no price."""
+    """Exact cost (12 decimal places: every digit a per-1k price can give); None when there
+    is no price."""
     if price is None:
         return None
     raw = (price.input_per_1k * prompt_tokens + price.output_per_1k * completion_tokens) / 1000
     return raw.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def format_cost(cost: Decimal) -> str:
+    """Plain notation with at least 6 decimals: "0.000000", "0.000035", "0.000000035"."""
+    text = format(cost.normalize(), "f")
+    whole, _, decimals = text.partition(".")
+    return f"{whole}.{decimals.ljust(6, '0')}"

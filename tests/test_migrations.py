@@ -29,7 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0002_multi_provider"
+HEAD = "0003_reliability"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
@@ -48,6 +48,9 @@ ADDED_MESSAGE_COLUMNS = {
     "lease_expires_at",
     "started_at",
     "completed_at",
+    "enqueued_at",
+    "finish_reason",
+    "request_fingerprint",
 }
 
 
@@ -212,6 +215,9 @@ def test_head_matches_the_models(db_url: str, engine: sa.Engine) -> None:
             "ix_messages_chat_created",
             "uq_messages_chat_idempotency",
             "fk_messages_reply_to_id_messages",
+            "ix_messages_status_provider",
+            "ix_messages_reply_to_id",
+            "uq_system_prompts_one_default",
         }
     )
 

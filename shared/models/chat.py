@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +25,16 @@ from shared.models.base import Base, Timestamps, UUIDPrimaryKey
 
 class SystemPrompt(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "system_prompts"
+    __table_args__ = (
+        # At most one default per user, so the prompt a claim picks is never arbitrary.
+        Index(
+            "uq_system_prompts_one_default",
+            "user_id",
+            unique=True,
+            postgresql_where=text("is_default"),
+            sqlite_where=text("is_default"),
+        ),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
@@ -66,6 +77,9 @@ class Message(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_chat_created", "chat_id", "created_at"),
+        # The redelivery sweeper's scan, and the idempotent replay's lookup of a reply.
+        Index("ix_messages_status_provider", "status", "provider_name"),
+        Index("ix_messages_reply_to_id", "reply_to_id"),
         UniqueConstraint("chat_id", "idempotency_key", name="uq_messages_chat_idempotency"),
     )
 
@@ -87,3 +101,10 @@ class Message(UUIDPrimaryKey, Timestamps, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the generation job was last sent to the broker: the sweeper re-sends a job only
+    # when this is older than the visibility timeout, so a backlog is never re-enqueued.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finish_reason: Mapped[str | None] = mapped_column(String(50))
+    # sha256 of a user message's submitted body: the same Idempotency-Key with another body
+    # is a client bug, answered 409 instead of the old reply.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))

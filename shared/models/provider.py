@@ -25,6 +25,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.models.base import Base, JSONType, Timestamps, utcnow
 
 Money = Numeric(10, 6)
+# Per-reply costs keep every digit a price per 1k tokens (6 decimals) can produce, so a
+# day's sum equals the sum of its exact costs.
+ExactMoney = Numeric(20, 12)
 
 
 class ProviderConfigRow(Timestamps, Base):
@@ -86,17 +89,25 @@ class ProviderUsage(Base):
     )
     provider_name: Mapped[str] = mapped_column(String(50))
     model_name: Mapped[str] = mapped_column(String(100))
+    # SET NULL: usage rows are the billing record and outlive the chat they came from.
     chat_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("chats.id", ondelete="CASCADE")
+        Uuid, ForeignKey("chats.id", ondelete="SET NULL")
     )
     message_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("messages.id", ondelete="CASCADE")
+        Uuid, ForeignKey("messages.id", ondelete="SET NULL")
     )
     tokens_used: Mapped[int | None] = mapped_column(Integer)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    cost: Mapped[Decimal | None] = mapped_column(Money)
+    # Which counts we estimated because the provider did not report them.
+    prompt_tokens_estimated: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    completion_tokens_estimated: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    cost: Mapped[Decimal | None] = mapped_column(ExactMoney)
     response_time_ms: Mapped[int | None] = mapped_column(Integer)
     time_to_first_token_ms: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str | None] = mapped_column(String(20))
