@@ -1,7 +1,8 @@
 """Shared fixtures. API and pipeline tests run against real PostgreSQL and Redis.
 
 `TEST_DATABASE_URL` names the PostgreSQL server/database to use (it is dropped and recreated);
-`TEST_REDIS_URL` the Redis database (flushed between tests).
+`TEST_REDIS_URL` the Redis database (flushed between tests). Where nothing answers at either,
+throwaway servers are started for the session (tests/servers.py) and named in the summary.
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard_test"
+from tests.servers import ensure_test_servers, stop_all
+
+# Where nothing answers (a fresh machine without these services), throwaway servers stand in.
+_servers = ensure_test_servers(
+    os.environ.get(
+        "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard_test"
+    ),
+    os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
 )
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_DATABASE_URL = _servers.database_url
+TEST_REDIS_URL = _servers.redis_url
 
 # Settings are read from the environment: pin them before any app module is imported.
 os.environ.update(
@@ -30,6 +38,9 @@ os.environ.update(
         "ANTHROPIC_MODELS": "claude-3-sonnet-20240229,stub-model",
     }
 )
+# Anything started from here (a nested pytest, a CLI test) targets the same servers.
+os.environ["TEST_DATABASE_URL"] = TEST_DATABASE_URL
+os.environ["TEST_REDIS_URL"] = TEST_REDIS_URL
 for _name in (
     "OPENAI_API_BASE",
     "ANTHROPIC_BASE_URL",
@@ -38,6 +49,15 @@ for _name in (
     "OPENAI_COMPATIBLE_PROVIDERS",
 ):
     os.environ.pop(_name, None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _servers.started:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_all()
 
 
 @pytest.fixture(scope="session")
