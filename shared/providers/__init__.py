@@ -13,8 +13,10 @@ from shared.providers.base import (
     StreamEvent,
     TextDelta,
     Usage,
+    UsageReport,
     estimate_prompt_tokens,
     estimate_tokens,
+    merge_usage,
 )
 from shared.providers.catalog import provider_configs
 from shared.providers.errors import (
@@ -25,6 +27,7 @@ from shared.providers.errors import (
     ProviderError,
     ProviderQuotaExceeded,
     ProviderRateLimited,
+    ProviderRedirectRefused,
     ProviderTimeout,
     ProviderUnavailable,
     StreamInterrupted,
@@ -44,6 +47,7 @@ __all__ = [
     "ProviderManager",
     "ProviderQuotaExceeded",
     "ProviderRateLimited",
+    "ProviderRedirectRefused",
     "ProviderTimeout",
     "ProviderUnavailable",
     "StreamEnd",
@@ -52,8 +56,10 @@ __all__ = [
     "TextDelta",
     "UnknownProvider",
     "Usage",
+    "UsageReport",
     "estimate_prompt_tokens",
     "estimate_tokens",
+    "merge_usage",
     "provider_configs",
     "provider_manager",
 ]

@@ -20,6 +20,7 @@ from shared.providers.errors import (
     ProviderError,
     ProviderQuotaExceeded,
     ProviderRateLimited,
+    ProviderRedirectRefused,
     ProviderTimeout,
     ProviderUnavailable,
 )
@@ -105,6 +106,14 @@ def map_http_error(
     detail = f"{message} (status {status})" if status else message
     kwargs: dict[str, Any] = {"provider": provider, "status_code": status}
 
+    if status is not None and 300 <= status < 400:
+        # Never followed (clients are built with redirects off): an upstream could bounce a
+        # worker's POST, key included, to an internal address. The body and Location are left
+        # out of the message on purpose: they may name that address or carry a signed URL.
+        return ProviderRedirectRefused(
+            f"redirect refused: the endpoint answered {status}; configure the provider's final URL",
+            **kwargs,
+        )
     if kinds & _QUOTA_CODES or status == 402:
         return ProviderQuotaExceeded(detail, **kwargs)
     if status in (401, 403) or kinds & {
@@ -153,3 +162,10 @@ def error_fields(body: object) -> tuple[str, str | None, str | None]:
     if isinstance(body, str):
         return body, None, None
     return "", None, None
+
+
+def reported_count(value: object) -> int | None:
+    """A token count from a provider's JSON, or None when it is absent or not a count."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)

@@ -2,7 +2,9 @@
 
 Differences from OpenAI that matter here: system prompts go in the top-level `system` field
 (the API rejects a "system" role in `messages`), `max_tokens` is mandatory, and usage arrives
-in two halves: input tokens in `message_start`, output tokens in `message_delta`.
+in two halves: input tokens in `message_start`, output tokens in `message_delta`. Each half is
+passed on as a `UsageReport` when it arrives, so an error after `message_start` keeps the input
+count.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from shared.providers.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    Usage,
+    UsageReport,
+    merge_usage,
 )
 from shared.providers.errors import (
     ProviderError,
@@ -103,7 +106,8 @@ class AnthropicProvider(BaseProvider):
             raise self._map_error(exc, started=False) from None
 
         prompt_tokens: int | None = None
-        completion_tokens = 0
+        completion_tokens: int | None = None
+        text_parts: list[str] = []
         stop_reason: str | None = None
         stopped = False
         try:
@@ -111,16 +115,23 @@ class AnthropicProvider(BaseProvider):
                 for event in stream:
                     kind = event.type
                     if kind == "message_start":
+                        # Its output_tokens is a placeholder counted before any text (the API
+                        # sends 1): reported as the completion count it would outlive the text
+                        # that follows, so only `message_delta`'s running count is taken.
                         prompt_tokens = _input_tokens(event.message.usage)
+                        if prompt_tokens is not None:
+                            yield UsageReport(prompt_tokens, None)
                     elif kind == "content_block_delta":
                         text = getattr(event.delta, "text", None)
                         if text:
+                            text_parts.append(text)
                             yield TextDelta(text)
                     elif kind == "message_delta":
                         stop_reason = event.delta.stop_reason or stop_reason
-                        completion_tokens = event.usage.output_tokens or completion_tokens
-                        if getattr(event.usage, "input_tokens", None):
-                            prompt_tokens = _input_tokens(event.usage)
+                        output = getattr(event.usage, "output_tokens", None)
+                        completion_tokens = output if output is not None else completion_tokens
+                        prompt_tokens = _input_tokens(event.usage) or prompt_tokens
+                        yield UsageReport(prompt_tokens, completion_tokens)
                     elif kind == "message_stop":
                         stopped = True
         except anthropic.AnthropicError as exc:
@@ -137,7 +148,10 @@ class AnthropicProvider(BaseProvider):
         if not stopped or prompt_tokens is None:
             raise StreamInterrupted("stream ended without message_stop", provider=self.config.name)
         finish = _FINISH_REASONS.get(stop_reason or "", stop_reason or "stop")
-        yield StreamEnd(Usage(prompt_tokens, completion_tokens), finish_reason=finish)
+        usage = merge_usage(
+            UsageReport(prompt_tokens, completion_tokens), messages, "".join(text_parts)
+        )
+        yield StreamEnd(usage, finish_reason=finish)
 
     def _map_error(self, exc: anthropic.AnthropicError, *, started: bool) -> ProviderError:
         name = self.config.name
@@ -149,7 +163,7 @@ class AnthropicProvider(BaseProvider):
         if isinstance(exc, anthropic.APIStatusError):
             message, error_type, code = error_fields(exc.body)
             # An `event: error` inside the 200 stream arrives as a status error with status 200.
-            status = exc.status_code if exc.status_code >= 400 else None
+            status = None if 200 <= exc.status_code < 300 else exc.status_code
             return map_http_error(
                 name,
                 status,
@@ -175,9 +189,13 @@ class AnthropicProvider(BaseProvider):
         self._http.close()
 
 
-def _input_tokens(usage: Any) -> int:
-    # Cached prompt tokens are billed input too; the API reports them separately.
-    return sum(
-        getattr(usage, field, None) or 0
+def _input_tokens(usage: Any) -> int | None:
+    """Input tokens including cached ones (billed input too, reported separately); None when
+    the event carries no input count."""
+    counts = [
+        getattr(usage, field, None)
         for field in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
+    ]
+    if all(count is None for count in counts):
+        return None
+    return sum(count or 0 for count in counts)

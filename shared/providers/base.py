@@ -49,21 +49,72 @@ class Message(BaseModel):
     content: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Usage:
+    """Token counts of one reply, and which of them we estimated ourselves.
+
+    A provider may report one count and not the other (Anthropic's input tokens arrive in
+    `message_start`, the output count only at the end), so each count has its own flag.
+    """
+
     prompt_tokens: int
     completion_tokens: int
-    # True when the provider reported nothing and we counted with `estimate_tokens`.
-    estimated: bool = False
+    prompt_estimated: bool
+    completion_estimated: bool
+
+    def __init__(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        estimated: bool = False,
+        *,
+        prompt_estimated: bool = False,
+        completion_estimated: bool = False,
+    ) -> None:
+        # `estimated=True` (both counts) is kept so plugins written against the single flag
+        # keep working.
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.prompt_estimated = prompt_estimated or estimated
+        self.completion_estimated = completion_estimated or estimated
+
+    @property
+    def estimated(self) -> bool:
+        """True when at least one count is ours rather than the provider's."""
+        return self.prompt_estimated or self.completion_estimated
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def as_dict(self) -> dict[str, int | bool]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "estimated": self.estimated,
+            "prompt_estimated": self.prompt_estimated,
+            "completion_estimated": self.completion_estimated,
+        }
+
 
 @dataclass(slots=True)
 class TextDelta:
     text: str
+
+
+@dataclass(slots=True)
+class UsageReport:
+    """The counts the provider has reported so far, yielded as soon as it reports them.
+
+    Counts are totals for the reply, not increments, and each report carries every count
+    known at that point: a later report supersedes earlier ones, so a consumer keeps the last
+    one. None means "not reported (yet)". It exists so that a stream that errors or is
+    cancelled before its `StreamEnd` still keeps what the provider counted (`merge_usage`).
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -74,7 +125,7 @@ class StreamEnd:
     finish_reason: str
 
 
-StreamEvent = TextDelta | StreamEnd
+StreamEvent = TextDelta | UsageReport | StreamEnd
 
 
 class ChatResponse(BaseModel):
@@ -97,6 +148,22 @@ def estimate_tokens(text: str) -> int:
 def estimate_prompt_tokens(messages: list[Message]) -> int:
     # 4 tokens of framing per message, as in OpenAI's cookbook counting recipe.
     return sum(estimate_tokens(m.content) + 4 for m in messages) + 2
+
+
+def merge_usage(reported: UsageReport | None, messages: list[Message], text: str) -> Usage:
+    """Usage of a reply: every count the provider reported, estimates only for the others.
+
+    `messages` is the prompt that was sent and `text` the reply text received; they are only
+    used for the counts the provider did not report, and those are flagged as estimated.
+    """
+    prompt = reported.prompt_tokens if reported else None
+    completion = reported.completion_tokens if reported else None
+    return Usage(
+        prompt if prompt is not None else estimate_prompt_tokens(messages),
+        completion if completion is not None else estimate_tokens(text),
+        prompt_estimated=prompt is None,
+        completion_estimated=completion is None,
+    )
 
 
 class InflightGuard:
@@ -169,7 +236,9 @@ class BaseProvider(ABC):
     ) -> Iterator[StreamEvent]:
         """One attempt: yield TextDelta items, then exactly one StreamEnd.
 
-        Raise a ProviderError subclass instead of ending early.
+        Yield a UsageReport as soon as the provider reports a count (before or between the
+        deltas), so a stream that fails later still keeps it. Raise a ProviderError subclass
+        instead of ending early.
         """
 
     @abstractmethod
@@ -205,19 +274,39 @@ class BaseProvider(ABC):
 
         After a delta has gone out a retry would repeat text, so later errors propagate.
         This is the only retry loop: SDK clients are built with their own retries off.
+
+        UsageReports do not count as output for that decision. While an attempt may still be
+        retried, its latest report is held back until its first delta (or its end, or its
+        final error): the reports a consumer sees then all describe the attempt whose text
+        it gets, never a mix with an earlier attempt that was retried. The counts of a
+        retried attempt are dropped (as they were before reports existed); when no retry is
+        left, reports go out at once, so a cancel before the first delta still has them.
         """
         attempt = 0
         self._inflight.acquire()
         try:
             while True:
-                yielded = False
+                text_started = False
+                retry_left = attempt < self.config.max_retries
+                held: UsageReport | None = None
                 try:
                     for event in self._stream(messages, model, temperature, max_tokens):
-                        yielded = True
+                        if isinstance(event, UsageReport) and retry_left and not text_started:
+                            held = event
+                            continue
+                        if held is not None:
+                            yield held
+                            held = None
+                        if isinstance(event, TextDelta):
+                            text_started = True
                         yield event
+                    if held is not None:  # an adapter that ended without its StreamEnd
+                        yield held
                     return
                 except ProviderError as exc:
-                    if yielded or not exc.retryable or attempt >= self.config.max_retries:
+                    if text_started or not exc.retryable or not retry_left:
+                        if held is not None:
+                            yield held
                         raise
                     time.sleep(retry_delay(attempt, exc.retry_after))
                     attempt += 1
@@ -238,19 +327,14 @@ class BaseProvider(ABC):
         for event in self.generate_streaming_response(messages, model, temperature, max_tokens):
             if isinstance(event, TextDelta):
                 parts.append(event.text)
-            else:
+            elif isinstance(event, StreamEnd):
                 end = event
         assert end is not None  # adapters raise StreamInterrupted instead of ending silently
         return ChatResponse(
             content="".join(parts),
             provider=self.config.name,
             model=model,
-            usage={
-                "prompt_tokens": end.usage.prompt_tokens,
-                "completion_tokens": end.usage.completion_tokens,
-                "total_tokens": end.usage.total_tokens,
-                "estimated": end.usage.estimated,
-            },
+            usage=end.usage.as_dict(),
             finish_reason=end.finish_reason,
         )
 

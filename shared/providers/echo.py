@@ -38,9 +38,12 @@ class EchoProvider(BaseProvider):
                 time.sleep(delay)
             yield TextDelta(word if index == 0 else " " + word)
         finish = "length" if limit < len(words) else "stop"
-        yield StreamEnd(
-            Usage(estimate_prompt_tokens(messages), min(limit, len(words))), finish_reason=finish
+        # Echo has no tokenizer: the prompt is our ~4-characters estimate, while the reply's
+        # "tokens" are exactly the words it streamed.
+        usage = Usage(
+            estimate_prompt_tokens(messages), min(limit, len(words)), prompt_estimated=True
         )
+        yield StreamEnd(usage, finish_reason=finish)
 
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": m, "display_name": self.display_name} for m in self.config.models]

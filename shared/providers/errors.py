@@ -75,6 +75,13 @@ class ProviderBadRequest(ProviderError):
     kind = "bad_request"
 
 
+class ProviderRedirectRefused(ProviderError):
+    """The endpoint answered 3xx. Redirects are never followed, and retrying cannot help: the
+    configured endpoint has to change."""
+
+    kind = "redirect_refused"
+
+
 class StreamInterrupted(ProviderError):
     """The stream broke or ended without its final event: the reply is incomplete."""
 

@@ -2,6 +2,7 @@
 
 Each line is a JSON object; the last one has `"done": true` and the counts
 (`prompt_eval_count`, `eval_count`). A `{"error": "..."}` line can arrive under HTTP 200.
+Redirects are never followed (`allow_redirects=False` on every call): a 3xx is an error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from shared.providers._http import (
     map_http_error,
     parse_retry_after,
     redact,
+    reported_count,
 )
 from shared.providers.base import (
     BaseProvider,
@@ -29,9 +31,8 @@ from shared.providers.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    Usage,
-    estimate_prompt_tokens,
-    estimate_tokens,
+    UsageReport,
+    merge_usage,
 )
 from shared.providers.errors import (
     ProviderError,
@@ -83,7 +84,11 @@ class OllamaProvider(BaseProvider):
         name = self.config.name
         try:
             response = self._session.post(
-                f"{self._base}/api/chat", json=body, stream=True, timeout=self._timeout
+                f"{self._base}/api/chat",
+                json=body,
+                stream=True,
+                timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.Timeout:
             raise ProviderTimeout(
@@ -95,7 +100,7 @@ class OllamaProvider(BaseProvider):
             ) from None
 
         with response:
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 raise self._status_error(response)
             text_parts: list[str] = []
             try:
@@ -121,27 +126,22 @@ class OllamaProvider(BaseProvider):
                         text_parts.append(text)
                         yield TextDelta(text)
                     if data.get("done"):
+                        # Ollama omits prompt_eval_count when the whole prompt came from its
+                        # cache: that count is then estimated, the other one kept.
+                        reported = UsageReport(
+                            reported_count(data.get("prompt_eval_count")),
+                            reported_count(data.get("eval_count")),
+                        )
+                        if reported != UsageReport():
+                            yield reported
                         yield StreamEnd(
-                            self._usage(data, messages, "".join(text_parts)),
+                            merge_usage(reported, messages, "".join(text_parts)),
                             finish_reason=data.get("done_reason") or "stop",
                         )
                         return
             except requests.RequestException as exc:
                 raise _mid_stream_error(exc, name, self.config.timeout) from None
         raise StreamInterrupted("stream ended without done:true", provider=name)
-
-    @staticmethod
-    def _usage(final: dict[str, Any], messages: list[Message], text: str) -> Usage:
-        prompt = final.get("prompt_eval_count")
-        completion = final.get("eval_count")
-        if prompt is None or completion is None:
-            # Ollama omits prompt_eval_count when the whole prompt came from its cache.
-            return Usage(
-                prompt if prompt is not None else estimate_prompt_tokens(messages),
-                completion if completion is not None else estimate_tokens(text),
-                estimated=True,
-            )
-        return Usage(int(prompt), int(completion))
 
     def _status_error(self, response: requests.Response) -> ProviderError:
         try:
@@ -161,14 +161,16 @@ class OllamaProvider(BaseProvider):
 
     def list_models(self) -> list[dict[str, Any]]:
         try:
-            response = self._session.get(f"{self._base}/api/tags", timeout=self._timeout)
+            response = self._session.get(
+                f"{self._base}/api/tags", timeout=self._timeout, allow_redirects=False
+            )
         except requests.Timeout:
             raise ProviderTimeout("timed out listing models", provider=self.config.name) from None
         except requests.RequestException as exc:
             raise ProviderUnavailable(
                 redact(f"could not connect ({type(exc).__name__})"), provider=self.config.name
             ) from None
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             raise self._status_error(response)
         return [
             {"id": m.get("name") or m.get("model"), "details": m.get("details") or {}}

@@ -27,6 +27,7 @@ from shared.providers._http import (
     map_http_error,
     parse_retry_after,
     redact,
+    reported_count,
 )
 from shared.providers.base import (
     BaseProvider,
@@ -35,9 +36,8 @@ from shared.providers.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    Usage,
-    estimate_prompt_tokens,
-    estimate_tokens,
+    UsageReport,
+    merge_usage,
 )
 from shared.providers.errors import (
     ProviderError,
@@ -65,7 +65,10 @@ def make_http_client(config: ProviderConfig) -> httpx2.Client:
         limits=httpx2.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
         ),
-        follow_redirects=True,
+        # The SDKs' own default client follows redirects; an upstream answering 307 could then
+        # bounce a POST (key and prompt included) to an internal address. A 3xx becomes
+        # ProviderRedirectRefused instead (`map_http_error`).
+        follow_redirects=False,
     )
 
 
@@ -124,16 +127,10 @@ class OpenAIProvider(BaseProvider):
             raise self._map_error(exc, started=False) from None
 
         finish_reason: str | None = None
-        usage: Usage | None = None
+        reported: UsageReport | None = None
         completion_chars: list[str] = []
         try:
             for chunk in _sse_chunks(response.http_response):
-                chunk_usage = chunk.get("usage")
-                if chunk_usage:
-                    usage = Usage(
-                        prompt_tokens=chunk_usage.get("prompt_tokens") or 0,
-                        completion_tokens=chunk_usage.get("completion_tokens") or 0,
-                    )
                 for choice in chunk.get("choices") or ():
                     text = (choice.get("delta") or {}).get("content")
                     if text:
@@ -141,6 +138,17 @@ class OpenAIProvider(BaseProvider):
                         yield TextDelta(text)
                     if choice.get("finish_reason"):
                         finish_reason = choice["finish_reason"]
+                chunk_usage = chunk.get("usage")
+                if chunk_usage:
+                    # Usually one chunk near the end; some servers (vLLM's continuous usage
+                    # stats) send it on every chunk, hence only changes are passed on.
+                    report = UsageReport(
+                        reported_count(chunk_usage.get("prompt_tokens")),
+                        reported_count(chunk_usage.get("completion_tokens")),
+                    )
+                    if report != reported:
+                        reported = report
+                        yield report
         except openai.OpenAIError as exc:
             raise self._map_error(exc, started=True) from None
         except httpx2.TimeoutException:
@@ -161,14 +169,9 @@ class OpenAIProvider(BaseProvider):
             raise StreamInterrupted(
                 "stream ended without a finish_reason", provider=self.config.name
             )
-        if usage is None:
-            if not self.estimate_missing_usage:
-                raise StreamInterrupted("stream ended without usage", provider=self.config.name)
-            usage = Usage(
-                prompt_tokens=estimate_prompt_tokens(messages),
-                completion_tokens=estimate_tokens("".join(completion_chars)),
-                estimated=True,
-            )
+        if reported is None and not self.estimate_missing_usage:
+            raise StreamInterrupted("stream ended without usage", provider=self.config.name)
+        usage = merge_usage(reported, messages, "".join(completion_chars))
         yield StreamEnd(usage=usage, finish_reason=finish_reason)
 
     # -- errors -------------------------------------------------------------------------

@@ -23,10 +23,13 @@ def test_cost_is_exact_decimal() -> None:
     assert cost_of(price_for("anthropic", "claude-3-sonnet-20240229"), 7, 3) == Decimal("0.000066")
 
 
-def test_cost_quantized_to_six_places() -> None:
-    cost = cost_of(price_for("openai", "gpt-3.5-turbo"), 1, 1)  # 0.0000005 + 0.0000015
-    assert cost == Decimal("0.000002")
-    assert cost is not None and cost.as_tuple().exponent == -6
+def test_sub_micro_costs_are_kept_so_sums_are_exact() -> None:
+    price = price_for("openai", "gpt-3.5-turbo")
+    one_prompt_token = cost_of(price, 1, 0)
+    assert one_prompt_token == Decimal("0.0000005")  # rounded to 0.000001 at 6 decimals
+    # A day of 1000 one-token replies costs exactly 1000 times one, not 1000 roundings.
+    assert sum(cost_of(price, 1, 0) or Decimal(0) for _ in range(1000)) == Decimal("0.0005")
+    assert cost_of(price, 1, 1) == Decimal("0.000002")
 
 
 def test_unknown_paid_model_has_no_price_and_no_cost() -> None:

@@ -118,6 +118,8 @@ def test_ollama_request_shape_and_counts(ollama_stub: OllamaStub) -> None:
         "completion_tokens": 4,
         "total_tokens": 15,
         "estimated": False,
+        "prompt_estimated": False,
+        "completion_estimated": False,
     }
 
 

@@ -28,9 +28,16 @@ FAULTS = frozenset(
         "no-done",
         "context",
         "bad-request",
+        "usage-then-error",
+        "redirect",
     }
 )
+# Faults that strike mid-stream, after `Plan.fault_after` tokens (tunable `+after=N`).
+MIDSTREAM_FAULTS = frozenset({"cut", "midstream-error", "stall", "usage-then-error"})
 TOKENS_BEFORE_FAULT = 3
+# Where `fault-redirect` (and any path under /bounce) sends clients: a client that follows
+# redirects shows up in `stub.requests_for(...)` under this path.
+REDIRECT_TARGET = "/redirect-target/internal"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,11 @@ class Plan:
     fault: str | None
     tokens: int
     delay_ms: float
+    fault_after: int = TOKENS_BEFORE_FAULT
+    prompt_tokens: int | None = None  # `+prompt=N`: the prompt count to report, else words
+
+    def prompt_count(self, *texts: Any) -> int:
+        return self.prompt_tokens if self.prompt_tokens is not None else word_count(*texts)
 
 
 def plan_for(model: str, default_tokens: int, default_delay_ms: float) -> Plan:
@@ -52,6 +64,8 @@ def plan_for(model: str, default_tokens: int, default_delay_ms: float) -> Plan:
         fault=fault if fault in FAULTS else None,
         tokens=int(tunables.get("tokens", default_tokens)),
         delay_ms=float(tunables.get("delay", default_delay_ms)),
+        fault_after=int(tunables.get("after", TOKENS_BEFORE_FAULT)),
+        prompt_tokens=int(tunables["prompt"]) if "prompt" in tunables else None,
     )
 
 

@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.stubs._faults import REDIRECT_TARGET
+
 CUT = object()  # yielded by a stream body: abort the connection without finishing the body
 
 STATUS_TEXT = {
     200: "OK",
+    301: "Moved Permanently",
+    302: "Found",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
     400: "Bad Request",
     401: "Unauthorized",
     402: "Payment Required",
@@ -113,6 +119,27 @@ class StubServer:
     async def handle(self, request: Request) -> Response | StreamResponse:
         raise NotImplementedError
 
+    async def _route(self, request: Request) -> Response | StreamResponse:
+        if request.path.startswith(REDIRECT_TARGET):
+            # Reached only by a client that followed a redirect. It answers like a success, so
+            # the stub's request log, not the client's error, is what shows the redirect taken.
+            return Response.json({"redirected": True})
+        if request.path.startswith("/bounce"):
+            # An endpoint configured under /bounce redirects every call (chat, models...).
+            return self.redirect()
+        return await self.handle(request)
+
+    def redirect(self, status: int = 307) -> Response:
+        """What a misbehaving upstream or proxy answers: go elsewhere, same method and body."""
+        return Response(
+            status,
+            f"<html><body>{STATUS_TEXT[status]}</body></html>".encode(),
+            {
+                "location": f"http://127.0.0.1:{self.port}{REDIRECT_TARGET}",
+                "content-type": "text/html",
+            },
+        )
+
     # -- serving ------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -162,7 +189,7 @@ class StubServer:
         self.requests.append(request)
         self.request_count += 1
         try:
-            response = await self.handle(request)
+            response = await self._route(request)
         except Exception as exc:  # a stub bug should show up as a 500, not a hung client
             response = Response.json({"error": {"message": f"stub error: {exc!r}"}}, 500)
         keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"

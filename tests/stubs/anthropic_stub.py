@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.stubs._faults import (
-    TOKENS_BEFORE_FAULT,
+    MIDSTREAM_FAULTS,
     Plan,
     is_known,
     last_user_text,
     plan_for,
     reply_pieces,
-    word_count,
 )
 from tests.stubs._server import CUT, Request, Response, StreamResponse, StubServer, cli
 
@@ -99,7 +98,7 @@ class AnthropicStub(StubServer):
         early = await self._early_fault(plan, messages)
         if early is not None:
             return early
-        prompt_tokens = word_count(body.get("system"), *(m.get("content") for m in messages))
+        prompt_tokens = plan.prompt_count(body.get("system"), *(m.get("content") for m in messages))
         count, stop = plan.tokens, "end_turn"
         if int(body["max_tokens"]) < count:
             count, stop = int(body["max_tokens"]), "max_tokens"
@@ -161,6 +160,8 @@ class AnthropicStub(StubServer):
             )
         if fault == "bad-request":
             return _error(400, "invalid_request_error", "temperature: range: 0..1")
+        if fault == "redirect":
+            return self.redirect()
         if fault == "hang":
             await self.hang()
         return None
@@ -194,7 +195,7 @@ class AnthropicStub(StubServer):
         )
         yield _sse("ping", {"type": "ping"})
         for index, piece in enumerate(reply_pieces(count)):
-            if index == TOKENS_BEFORE_FAULT and plan.fault in ("cut", "midstream-error", "stall"):
+            if index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
                 if plan.fault == "cut":
                     yield CUT
                 elif plan.fault == "stall":

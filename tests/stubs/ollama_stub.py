@@ -11,13 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.stubs._faults import (
-    TOKENS_BEFORE_FAULT,
+    MIDSTREAM_FAULTS,
     Plan,
     is_known,
     last_user_text,
     plan_for,
     reply_pieces,
-    word_count,
 )
 from tests.stubs._server import CUT, Request, Response, StreamResponse, StubServer, cli
 
@@ -84,7 +83,7 @@ class OllamaStub(StubServer):
         early = await self._early_fault(plan, messages)
         if early is not None:
             return early
-        prompt_tokens = word_count(*(m.get("content") for m in messages))
+        prompt_tokens = plan.prompt_count(*(m.get("content") for m in messages))
         count, reason = plan.tokens, "stop"
         limit = (body.get("options") or {}).get("num_predict")
         if limit is not None and 0 <= int(limit) < count:
@@ -122,6 +121,8 @@ class OllamaStub(StubServer):
             return _error(400, "input length exceeds the context length")
         if fault == "bad-request":
             return _error(400, "invalid options: temperature")
+        if fault == "redirect":
+            return self.redirect()
         if fault == "hang":
             await self.hang()
         return None
@@ -143,7 +144,7 @@ class OllamaStub(StubServer):
         self, plan: Plan, prompt_tokens: int, count: int, reason: str
     ) -> AsyncIterator[Any]:
         for index, piece in enumerate(reply_pieces(count)):
-            if index == TOKENS_BEFORE_FAULT and plan.fault in ("cut", "midstream-error", "stall"):
+            if index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
                 if plan.fault == "cut":
                     yield CUT
                 elif plan.fault == "stall":

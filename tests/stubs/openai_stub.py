@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.stubs._faults import (
-    TOKENS_BEFORE_FAULT,
+    MIDSTREAM_FAULTS,
     Plan,
     is_known,
     last_user_text,
     plan_for,
     reply_pieces,
-    word_count,
 )
 from tests.stubs._server import CUT, Request, Response, StreamResponse, StubServer, cli
 
@@ -93,7 +92,7 @@ class OpenAIStub(StubServer):
         if early is not None:
             return early
         messages = body.get("messages") or []
-        prompt_tokens = word_count(*(m.get("content") for m in messages))
+        prompt_tokens = plan.prompt_count(*(m.get("content") for m in messages))
         count = plan.tokens
         finish = "stop"
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -162,6 +161,8 @@ class OpenAIStub(StubServer):
             return _error(
                 400, "Invalid value for 'temperature'.", "invalid_request_error", "invalid_value"
             )
+        if fault == "redirect":
+            return self.redirect()
         if fault == "hang":
             await self.hang()
         return None
@@ -209,14 +210,25 @@ class OpenAIStub(StubServer):
         def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
+        def usage_of(completion_tokens: int) -> dict[str, int]:
+            return {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+
         yield event([choice({"role": "assistant", "content": "", "refusal": None})])
         for index, piece in enumerate(reply_pieces(count)):
-            if index == TOKENS_BEFORE_FAULT and plan.fault in ("cut", "midstream-error", "stall"):
+            if index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
                 if plan.fault == "cut":
                     yield CUT
                 elif plan.fault == "stall":
                     await self.hang()
                 else:
+                    if plan.fault == "usage-then-error" and include_usage:
+                        # The usage chunk made it out; the stream broke right after it.
+                        base.pop("usage", None)
+                        yield event([], usage=usage_of(index))
                     yield (
                         b"data: "
                         + json.dumps(
@@ -238,13 +250,8 @@ class OpenAIStub(StubServer):
             return
         yield event([choice({}, finish)])
         if include_usage and plan.fault != "no-usage":
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": count,
-                "total_tokens": prompt_tokens + count,
-            }
             base.pop("usage", None)
-            yield event([], usage=usage)
+            yield event([], usage=usage_of(count))
         yield b"data: [DONE]\n\n"
 
 
