@@ -264,9 +264,22 @@ async def append_events(
     ttl_seconds: int,
 ) -> None:
     """The asyncio twin of TokenChannel.append, for the API (e.g. cancelling a queued reply)."""
-    keys, args = _script_call(reply_id, events, ttl_seconds)
+    encoded = [(event, _encode(data)) for event, data in events]
+    keys, args = _script_call([(reply_id, encoded)], ttl_seconds)
     await client.eval(_APPEND_SCRIPT, len(keys), *keys, *args)
 
 
 async def request_stop(client: aioredis.Redis, reply_id: object, ttl_seconds: int) -> None:
     await client.set(stop_key(reply_id), "1", ex=ttl_seconds)
+
+
+async def end_deleted_replies(
+    client: aioredis.Redis, replies: list[tuple[object, str]], ttl_seconds: int
+) -> None:
+    """The chat of these unfinished replies was deleted: stop the running ones (their worker
+    records the usage consumed so far) and end every reader's stream."""
+    error = {"status": "failed", "error": "The chat was deleted"}
+    for reply_id, status in replies:
+        if status == "running":
+            await request_stop(client, reply_id, ttl_seconds)
+        await append_events(client, reply_id, [("error", error)], ttl_seconds)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_RETRY_DELAY_SECONDS = 5.0
 
 
 def make_engine(
@@ -68,3 +77,38 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer (down, restarting, failed over, or the pool exhausted)."""
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Errors that a fresh connection, a moment later, may not see again."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def retry_while_unavailable(
+    fn: Callable[[], T], budget_seconds: float, *, what: str, first_delay: float = 0.1
+) -> T:
+    """`fn()`, retried with backoff while the database is unavailable, for `budget_seconds`.
+
+    A disconnect invalidates the pool's connections, so the retry gets a fresh one: a
+    restarted or failed-over server costs one failed attempt, not a lost unit of work.
+    Raises DatabaseUnavailable once the budget is spent.
+    """
+    deadline = time.monotonic() + budget_seconds
+    delay = first_delay
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnavailable(f"{what}: {type(exc).__name__}") from exc
+            log.warning("%s: database unavailable (%s); retrying", what, type(exc).__name__)
+        time.sleep(delay)
+        delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     BROKER_VISIBILITY_TIMEOUT: int = Field(default=900, gt=0)
     TASK_MAX_DELIVERIES: int = Field(default=3, gt=0)
     WORKER_CONCURRENCY: int = Field(default=500, gt=0)
+    # How long a worker keeps retrying to store a finished reply while the database is away;
+    # after that the outcome waits in Redis and a later delivery stores it (never regenerates).
+    FINISH_RETRY_SECONDS: float = Field(default=60.0, gt=0)
+    # A queued reply whose provider queue has no live worker for this long ends failed.
+    QUEUED_REPLY_TIMEOUT_SECONDS: int = Field(default=600, gt=0)
+    # How often a worker checks its replies' stop flags and deadlines (cancel latency).
+    CANCEL_CHECK_INTERVAL_SECONDS: float = Field(default=0.5, gt=0)
+    # Context window assumed for a model whose provider_models row has no max_context_length.
+    DEFAULT_CONTEXT_TOKENS: int = Field(default=8192, gt=0)
     # Task events feed Flower's Tasks tab (its Broker tab shows queue lengths without them).
     # Each costs Redis publishes on the hot path, so they are opt-in.
     CELERY_TASK_EVENTS: bool = False

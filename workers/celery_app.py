@@ -6,16 +6,25 @@ switchboard worker                                              # every queue
 
 from __future__ import annotations
 
+import logging
 import uuid
+from functools import lru_cache
 
+import redis
 from celery import Celery
 from celery.signals import worker_init, worker_ready
 from kombu import Exchange, Queue
 
 from shared.providers.catalog import provider_configs
-from shared.redis_client import CONNECT_TIMEOUT_SECONDS, MAX_CONNECTIONS
+from shared.redis_client import CONNECT_TIMEOUT_SECONDS, MAX_CONNECTIONS, sync_redis
 from shared.settings import Settings, get_settings
-from workers.redelivery import start_redelivery_sweeper
+from workers.outcomes import enqueued_marker_key
+from workers.redelivery import RedeliverySweeper
+
+# The marker says "the broker holds this job"; it only needs to outlive a long queue wait.
+ENQUEUED_MARKER_TTL_SECONDS = 24 * 3600
+
+log = logging.getLogger(__name__)
 
 GENERATION_TASK = "generation.run"
 
@@ -64,8 +73,15 @@ def create_celery_app(settings: Settings) -> Celery:
 celery_app = create_celery_app(get_settings())
 
 
+@lru_cache
+def broker_redis() -> redis.Redis:
+    return sync_redis(get_settings().REDIS_URL)
+
+
 def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
     """Send the job to the provider's queue. Raises if the broker cannot be reached."""
+    # Beside the job in the broker's Redis: a restart that loses the job loses this too.
+    broker_redis().set(enqueued_marker_key(reply_id), "1", ex=ENQUEUED_MARKER_TTL_SECONDS)
     celery_app.send_task(
         GENERATION_TASK,
         args=[str(reply_id)],
@@ -82,16 +98,42 @@ def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
 
 @worker_ready.connect
 def _start_redelivery_sweeper(sender: object, **_: object) -> None:
-    queues = _consumed_queues(sender) or set(queue_names(get_settings()))
-    start_redelivery_sweeper(
-        celery_app, get_settings().BROKER_VISIBILITY_TIMEOUT, queues, enqueue_generation
-    )
+    from workers.generation import token_channel
+
+    settings = get_settings()
+    RedeliverySweeper(
+        celery_app,
+        broker_redis(),
+        token_channel(),
+        queues=_consumed_queues(sender) or set(queue_names(settings)),
+        visibility_timeout=settings.BROKER_VISIBILITY_TIMEOUT,
+        queued_reply_timeout=settings.QUEUED_REPLY_TIMEOUT_SECONDS,
+        enqueue=enqueue_generation,
+    ).start()
 
 
 def _consumed_queues(consumer: object) -> set[str]:
     """The queues this worker consumes (`-Q`), so it only re-enqueues its own providers' jobs."""
     task_consumer = getattr(consumer, "task_consumer", None)
     return {queue.name for queue in getattr(task_consumer, "queues", [])}
+
+
+def warm_up_providers(names: list[str]) -> None:
+    """Import every adapter and build its client now, not inside the first job's time limit:
+    the SDK imports take seconds of CPU (more under coverage), which would otherwise eat
+    into the first generation's TASK_SOFT_TIME_LIMIT and block every other greenlet."""
+    from shared.providers.manager import provider_manager
+
+    for name in names:
+        try:
+            provider_manager.get_provider(name)
+        except Exception as exc:  # a broken plugin fails its own jobs, not the worker
+            log.warning("provider %s could not be loaded: %s", name, type(exc).__name__)
+
+
+@worker_init.connect
+def _warm_up(**_: object) -> None:
+    warm_up_providers(queue_names(get_settings()))
 
 
 @worker_init.connect

@@ -1,7 +1,8 @@
 """Running one generation: claim the reply, stream from the provider, publish, store.
 
 The hot path touches the database twice per reply (claim, then finish) and Redis once per
-flush of the token batch, never once per token.
+flush of the token batch, never once per token. Whatever stops a generation (the provider,
+a cancel, a deadline, a hard time limit), the text and usage streamed so far are stored.
 """
 
 from __future__ import annotations
@@ -9,39 +10,35 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import and_, or_, select, update
 
 from shared.channel import ReplyPublisher, TokenChannel
-from shared.db import get_engine
-from shared.models import Chat, Message, ProviderUsage, ReplyStatus, SystemPrompt
-from shared.models.base import utcnow
-from shared.pricing import cost_of, price_for
-from shared.providers.base import (
-    Message as ProviderMessage,
-)
-from shared.providers.base import (
-    StreamEnd,
-    TextDelta,
-    Usage,
-    estimate_prompt_tokens,
-    estimate_tokens,
-)
+from shared.db import DatabaseUnavailable, get_engine, retry_while_unavailable
+from shared.models import Chat, Message, ReplyStatus, SystemPrompt
+from shared.models.provider import ProviderConfigRow, ProviderModel
+from shared.providers.base import Message as ProviderMessage
+from shared.providers.base import StreamEnd, TextDelta, Usage, UsageReport, merge_usage
 from shared.providers.errors import ProviderError
 from shared.providers.manager import provider_manager
 from shared.redis_client import sync_redis
 from shared.settings import Settings, get_settings
+from workers import outcomes
+from workers.outcomes import Outcome
+from workers.prompt import HistoryRow, build_prompt
+from workers.watchdog import CANCELLED, GenerationInterrupted, Watchdog
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DatabaseUnavailable", "run_generation"]
 
-class DatabaseUnavailable(Exception):
-    pass
+# A stale pooled connection after a database restart costs one failed attempt; the rest of
+# an outage is waited out by the task's own retry (it has claimed nothing yet).
+CLAIM_RETRY_SECONDS = 3.0
+# Enough history for any context window; older turns are dropped by build_prompt anyway.
+HISTORY_ROWS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +55,34 @@ class Claim:
 
 
 @dataclass(slots=True)
-class Outcome:
-    status: ReplyStatus
-    text: str
-    usage: Usage | None
-    finish_reason: str | None = None
-    error: str | None = None
+class Progress:
+    """What a generation has received so far; read when it ends in any way."""
+
+    started: float = field(default_factory=time.monotonic)
+    parts: list[str] = field(default_factory=list)
+    reported: UsageReport | None = None
+    end: StreamEnd | None = None
     ttft_ms: int | None = None
-    elapsed_ms: int = 0
+
+    def outcome(self, claim: Claim, status: ReplyStatus, error: str | None) -> Outcome:
+        text = "".join(self.parts)
+        usage: Usage | None
+        if self.end is not None and status is ReplyStatus.completed:
+            usage = self.end.usage
+        elif text or self.reported is not None or status is ReplyStatus.cancelled:
+            # Keep what the provider counted; estimate only the rest, and say so.
+            usage = merge_usage(self.reported, claim.messages, text)
+        else:
+            usage = None  # nothing was sent or received: nothing to bill
+        return Outcome(
+            status,
+            text,
+            usage,
+            finish_reason=self.end.finish_reason if self.end else None,
+            error=error,
+            ttft_ms=self.ttft_ms,
+            elapsed_ms=int((time.monotonic() - self.started) * 1000),
+        )
 
 
 @lru_cache
@@ -78,45 +95,60 @@ def token_channel() -> TokenChannel:
     )
 
 
+@lru_cache
+def watchdog() -> Watchdog:
+    settings = get_settings()
+    return Watchdog(sync_redis(settings.REDIS_URL), settings.CANCEL_CHECK_INTERVAL_SECONDS)
+
+
 def run_generation(
     reply_id: uuid.UUID, settings: Settings | None = None, channel: TokenChannel | None = None
 ) -> None:
+    """Raises DatabaseUnavailable when the caller should deliver the job again later."""
     settings = settings or get_settings()
     channel = channel or token_channel()
-    try:
-        claim = _claim(reply_id, settings)
-    except OperationalError as exc:
-        raise DatabaseUnavailable(str(exc.orig)) from exc
+    # A finish that could not be stored earlier is stored now, never generated again.
+    if outcomes.store_spooled(reply_id, channel, settings):
+        return
+    claim = retry_while_unavailable(
+        lambda: _claim(reply_id, settings), CLAIM_RETRY_SECONDS, what=f"claim {reply_id}"
+    )
     if claim is None:
         return  # finished already, or another delivery holds a live lease
     if claim.attempt > settings.TASK_MAX_DELIVERIES:
-        outcome = Outcome(
+        abandoned = Outcome(
             ReplyStatus.failed,
             "",
             None,
             error=f"Generation abandoned after {claim.attempt - 1} deliveries: "
             "the worker stopped during each one",
         )
-        _finish(claim, outcome, channel)
+        outcomes.finish(claim, abandoned, channel, settings)
         return
     if claim.attempt > 1:
-        _safe(channel.restart, claim.reply_id, "the job was delivered again; the reply restarts")
+        outcomes.safe(channel.restart, claim.reply_id, "the job was delivered again; restarting")
 
     publisher = channel.publisher(claim.reply_id)
-    outcome = Outcome(ReplyStatus.failed, "", None, error="Generation did not finish")
+    progress = Progress()
     try:
-        outcome = _stream(claim, publisher, settings)
-    finally:
-        # Also on a hard time limit (gevent.Timeout) or worker shutdown: store what we have.
-        _finish(claim, outcome, channel, publisher)
+        outcome = _stream(claim, publisher, settings, progress)
+    except BaseException as exc:
+        # A hard time limit (gevent.Timeout) or a worker shutdown: keep what was streamed.
+        error = f"Generation stopped: {type(exc).__name__}"
+        outcomes.finish(
+            claim, progress.outcome(claim, ReplyStatus.failed, error), channel, settings, publisher
+        )
+        raise
+    outcomes.finish(claim, outcome, channel, settings, publisher)
 
 
 def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
     """Take the reply for this delivery: queued, or running under an expired lease."""
-    now = utcnow()
+    engine = get_engine()
+    now = outcomes.database_now(engine)
     # Core statements on a plain connection: the ORM's unit of work would cost more CPU than
     # the queries themselves, and nothing here needs identity-mapped objects.
-    with get_engine().begin() as conn:
+    with engine.begin() as conn:
         row = conn.execute(
             update(Message)
             .where(
@@ -129,7 +161,7 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
             .values(
                 status=ReplyStatus.running,
                 attempts=Message.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=settings.TASK_TIME_LIMIT),
+                lease_expires_at=now + outcomes.seconds(settings.TASK_TIME_LIMIT),
                 started_at=now,
                 content="",
             )
@@ -141,13 +173,25 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
                 Message.temperature,
                 Message.max_tokens,
                 Message.created_at,
+                Message.reply_to_id,
             )
         ).one_or_none()
         if row is None:
             return None
-        # The chat's owner and system prompt (its own, else the owner's default) in one query.
-        owner, system = conn.execute(
-            select(Chat.user_id, SystemPrompt.content)
+        context_tokens = (
+            select(ProviderModel.max_context_length)
+            .join(ProviderConfigRow, ProviderConfigRow.id == ProviderModel.provider_id)
+            .where(
+                ProviderConfigRow.provider_name == row.provider_name,
+                ProviderModel.model_name == row.model_name,
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+        # The owner, system prompt (the chat's own, else the owner's default) and the
+        # model's context window in one query.
+        owner, system, context = conn.execute(
+            select(Chat.user_id, SystemPrompt.content, context_tokens)
             .outerjoin(
                 SystemPrompt,
                 or_(
@@ -163,162 +207,77 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
             .limit(1)
         ).one()
         history = conn.execute(
-            select(Message.role, Message.content)
-            .where(
-                Message.chat_id == row.chat_id,
-                Message.created_at < row.created_at,
-                or_(Message.role == "user", Message.status == ReplyStatus.completed),
-            )
-            .order_by(Message.created_at)
+            select(Message.id, Message.role, Message.content, Message.status, Message.reply_to_id)
+            .where(Message.chat_id == row.chat_id, Message.created_at < row.created_at)
+            .order_by(Message.created_at.desc())
+            .limit(HISTORY_ROWS)
         ).all()
-        messages = [ProviderMessage(role="system", content=system)] if system else []
-        messages += [ProviderMessage(role=role, content=content) for role, content in history]
-        return Claim(
-            reply_id=reply_id,
-            chat_id=row.chat_id,
-            user_id=owner,
-            attempt=row.attempts,
-            provider=row.provider_name,
-            model=row.model_name,
-            temperature=row.temperature,
-            max_tokens=row.max_tokens,
-            messages=messages,
-        )
+    context = context or settings.DEFAULT_CONTEXT_TOKENS
+    messages = build_prompt(
+        system,
+        [HistoryRow(*r) for r in reversed(history)],
+        row.reply_to_id,
+        context_tokens=context,
+        reserved_for_reply=row.max_tokens or min(1024, context // 4),
+    )
+    return Claim(
+        reply_id=reply_id,
+        chat_id=row.chat_id,
+        user_id=owner,
+        attempt=row.attempts,
+        provider=row.provider_name,
+        model=row.model_name,
+        temperature=row.temperature,
+        max_tokens=row.max_tokens,
+        messages=messages,
+    )
 
 
-def _stream(claim: Claim, publisher: ReplyPublisher, settings: Settings) -> Outcome:
-    parts: list[str] = []
-    started = time.monotonic()
-    deadline = started + settings.TASK_SOFT_TIME_LIMIT
-    ttft_ms: int | None = None
-    end: StreamEnd | None = None
+def _stream(
+    claim: Claim, publisher: ReplyPublisher, settings: Settings, progress: Progress
+) -> Outcome:
+    deadline = progress.started + settings.TASK_SOFT_TIME_LIMIT
     status, error = ReplyStatus.completed, None
     events = None
     try:
-        provider = provider_manager.get_provider(claim.provider)
-        events = provider.generate_streaming_response(
-            claim.messages,
-            claim.model,
-            temperature=claim.temperature,
-            max_tokens=claim.max_tokens,
-        )
-        for event in events:
-            if isinstance(event, TextDelta):
-                if ttft_ms is None:
-                    ttft_ms = int((time.monotonic() - started) * 1000)
-                parts.append(event.text)
-                publisher.token(event.text)
-                if publisher.stop_requested:
-                    status = ReplyStatus.cancelled
-                    break
-                if time.monotonic() > deadline:
-                    status, error = ReplyStatus.failed, "Generation exceeded TASK_SOFT_TIME_LIMIT"
-                    break
-            elif isinstance(event, StreamEnd):
-                end = event
+        with watchdog().watch(claim.reply_id, deadline) as watch:
+            provider = provider_manager.get_provider(claim.provider)
+            events = provider.generate_streaming_response(
+                claim.messages,
+                claim.model,
+                temperature=claim.temperature,
+                max_tokens=claim.max_tokens,
+            )
+            for event in events:
+                if isinstance(event, TextDelta):
+                    if progress.ttft_ms is None:
+                        progress.ttft_ms = int((time.monotonic() - progress.started) * 1000)
+                    progress.parts.append(event.text)
+                    publisher.token(event.text)
+                    if publisher.stop_requested or watch.reason == CANCELLED:
+                        status = ReplyStatus.cancelled
+                        break
+                    if time.monotonic() > deadline:
+                        status, error = ReplyStatus.failed, SOFT_LIMIT_ERROR
+                        break
+                elif isinstance(event, UsageReport):
+                    progress.reported = event
+                elif isinstance(event, StreamEnd):
+                    progress.end = event
+    except GenerationInterrupted as interrupted:
+        if interrupted.reason == CANCELLED:
+            status = ReplyStatus.cancelled
+        else:
+            status, error = ReplyStatus.failed, SOFT_LIMIT_ERROR
     except ProviderError as exc:
         status, error = ReplyStatus.failed, str(exc)
     finally:
         if events is not None:
             events.close()  # closes the provider's HTTP response on cancel or error
 
-    text = "".join(parts)
-    if end is not None and status is ReplyStatus.completed:
-        usage: Usage | None = end.usage
-    elif text or status is ReplyStatus.cancelled:
-        # The provider sent no final count: estimate what was consumed, and say so.
-        usage = Usage(estimate_prompt_tokens(claim.messages), estimate_tokens(text), estimated=True)
-    else:
-        usage = None
-    if status is ReplyStatus.completed and end is None:
+    if status is ReplyStatus.completed and progress.end is None:
         status, error = ReplyStatus.failed, "The provider stream ended without its final event"
-    return Outcome(
-        status,
-        text,
-        usage,
-        finish_reason=end.finish_reason if end else None,
-        error=error,
-        ttft_ms=ttft_ms,
-        elapsed_ms=int((time.monotonic() - started) * 1000),
-    )
+    return progress.outcome(claim, status, error)
 
 
-def _finish(
-    claim: Claim, outcome: Outcome, channel: TokenChannel, publisher: ReplyPublisher | None = None
-) -> None:
-    """Store reply, status and usage in one transaction, then announce the end."""
-    usage = outcome.usage
-    cost = (
-        cost_of(
-            price_for(claim.provider, claim.model), usage.prompt_tokens, usage.completion_tokens
-        )
-        if usage is not None
-        else None
-    )
-    with get_engine().begin() as conn:
-        updated = conn.execute(
-            update(Message)
-            .where(
-                Message.id == claim.reply_id,
-                Message.status == ReplyStatus.running,
-                Message.attempts == claim.attempt,
-            )
-            .values(
-                content=outcome.text,
-                status=outcome.status,
-                error=outcome.error,
-                completed_at=utcnow(),
-                lease_expires_at=None,
-            )
-        ).rowcount
-        if updated == 0:
-            log.info("reply %s was taken over by a later delivery", claim.reply_id)
-            return
-        conn.execute(
-            insert(ProviderUsage).values(
-                user_id=claim.user_id,
-                provider_name=claim.provider,
-                model_name=claim.model,
-                chat_id=claim.chat_id,
-                message_id=claim.reply_id,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                tokens_used=usage.total_tokens if usage else None,
-                usage_estimated=usage.estimated if usage else False,
-                cost=cost,
-                response_time_ms=outcome.elapsed_ms,
-                time_to_first_token_ms=outcome.ttft_ms,
-                status=outcome.status,
-            )
-        )
-    usage_data = (
-        {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "estimated": usage.estimated,
-        }
-        if usage
-        else None
-    )
-    if outcome.status is ReplyStatus.failed:
-        event, data = "error", {"status": "failed", "error": outcome.error, "usage": usage_data}
-    else:
-        event = "done"
-        data = {
-            "status": str(outcome.status),
-            "usage": usage_data,
-            "cost": str(cost) if cost is not None else None,
-            "finish_reason": outcome.finish_reason,
-        }
-    if publisher is not None:
-        publisher.finish(event, data)
-    else:
-        _safe(channel.append, claim.reply_id, [(event, data)])
-
-
-def _safe(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception as exc:  # Redis trouble must not lose the stored reply
-        log.warning("token channel call failed: %s", exc)
+SOFT_LIMIT_ERROR = "Generation exceeded TASK_SOFT_TIME_LIMIT"

@@ -10,7 +10,7 @@ from workers.celery_app import GENERATION_TASK, celery_app
 from workers.generation import DatabaseUnavailable, run_generation
 
 DB_RETRY_SECONDS = 2
-DB_MAX_RETRIES = 30
+DB_MAX_RETRY_SECONDS = 30
 
 
 @celery_app.task(name=GENERATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -18,5 +18,7 @@ def generate_reply(self: Task, reply_id: str) -> None:
     try:
         run_generation(uuid.UUID(reply_id))
     except DatabaseUnavailable as exc:
-        # Nothing was claimed: try again later rather than drop the user's message.
-        raise self.retry(exc=exc, countdown=DB_RETRY_SECONDS, max_retries=DB_MAX_RETRIES) from exc
+        # Nothing was claimed, or a finished reply waits in Redis to be stored: try again
+        # later, for as long as the outage lasts, rather than drop the user's message.
+        countdown = min(DB_RETRY_SECONDS * 2**self.request.retries, DB_MAX_RETRY_SECONDS)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from api.deps import AuthDep, PageDep
 from api.schemas.chats import ChatCreate, ChatList, ChatRead, ChatUpdate
 from api.schemas.messages import MessageList
+from shared.channel import end_deleted_replies
 from shared.chats.service import chat_service
 
 router = APIRouter(prefix="/chats", tags=["chats"])
@@ -43,8 +44,11 @@ async def update_chat(chat_id: uuid.UUID, body: ChatUpdate, auth: AuthDep) -> ob
 
 
 @router.delete("/{chat_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_chat(chat_id: uuid.UUID, auth: AuthDep) -> None:
-    await auth.run(chat_service.delete, chat_id)
+async def delete_chat(chat_id: uuid.UUID, request: Request, auth: AuthDep) -> None:
+    unfinished = await auth.run(chat_service.delete, chat_id)
+    await end_deleted_replies(
+        request.app.state.redis, unfinished, auth.settings.TOKEN_STREAM_TTL_SECONDS
+    )
 
 
 @router.get("/{chat_id}/messages", response_model=MessageList)

@@ -12,7 +12,7 @@ from sqlalchemy.sql import ColumnElement
 from shared.chats.selection import resolve_selection
 from shared.chats.views import MessageView, message_views
 from shared.errors import NotFound
-from shared.models import Chat, Message, SystemPrompt, User
+from shared.models import Chat, Message, ReplyStatus, SystemPrompt, User
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -114,9 +114,22 @@ class ChatService:
         session.flush()
         return chat
 
-    def delete(self, session: Session, user: User, chat_id: uuid.UUID) -> None:
-        session.delete(self.get(session, user, chat_id))
+    def delete(
+        self, session: Session, user: User, chat_id: uuid.UUID
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Deletes the chat and its messages; usage rows stay (the billing record).
+
+        Returns the (id, status) of its unfinished replies, which the caller stops."""
+        chat = self.get(session, user, chat_id)
+        unfinished = session.execute(
+            select(Message.id, Message.status).where(
+                Message.chat_id == chat.id,
+                Message.status.in_([ReplyStatus.queued, ReplyStatus.running]),
+            )
+        ).all()
+        session.delete(chat)
         session.flush()
+        return [(row.id, row.status) for row in unfinished]
 
     def list_messages(
         self, session: Session, user: User, chat_id: uuid.UUID, *, limit: int, offset: int
@@ -185,6 +198,9 @@ class SystemPromptService:
         session.flush()
 
     def _clear_default(self, session: Session, user: User) -> None:
+        # Locking the owner's row serialises concurrent "make this the default" requests,
+        # which the one-default-per-user index would otherwise turn into an IntegrityError.
+        session.execute(select(User.id).where(User.id == user.id).with_for_update())
         session.execute(
             update(SystemPrompt)
             .where(SystemPrompt.user_id == user.id, SystemPrompt.is_default)

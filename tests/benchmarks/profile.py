@@ -32,7 +32,7 @@ INCLUSIVE = [
     ("    pydantic/openai model construction (construct_type)", "construct_type ("),
     ("  token publish (ReplyPublisher.token)", "ReplyPublisher.token"),
     ("  Redis append script (TokenChannel.append)", "TokenChannel.append"),
-    ("  finish transaction (_finish)", "_finish (workers/generation.py"),
+    ("  finish transaction (_store)", "_store (workers/outcomes.py"),
     ("celery/kombu consumer (task intake)", "celery/worker/consumer"),
     ("logging", "logging/__init__"),
     ("API submit handler", "submit_message ("),

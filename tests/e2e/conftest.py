@@ -29,6 +29,9 @@ STUB_MODELS = [
     "stub-model+tokens=200+delay=20",
     "stub-model+tokens=40+delay=100",
     "stub-model+tokens=2+delay=2500",
+    "fault-hang",
+    "fault-stall",
+    "fault-stall+after=5",
 ]
 # The shared worker leaves the ollama queue to the tests that start (and kill) their own.
 QUEUES = ["echo", "anthropic", "openai"]

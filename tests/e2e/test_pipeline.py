@@ -71,6 +71,7 @@ def test_submit_stream_done_and_stored_usage(http):
         "completion_tokens": 8,
         "total_tokens": 10,
         "estimated": False,
+        "estimated_fields": [],
     }
 
     reply = http.get(accepted["poll_url"], headers=headers).json()
