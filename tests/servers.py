@@ -522,21 +522,23 @@ def private_redis(implementation: str = "auto") -> Iterator[PrivateRedis]:
 
 
 @dataclass
-class TestServers:
+class SessionServers:
     database_url: str
     redis_url: str
     started: list[str] = field(default_factory=list)  # one line per server started
+    servers: list[PrivatePostgres | PrivateRedis] = field(default_factory=list)
 
 
-def ensure_test_servers(database_url: str, redis_url: str) -> TestServers:
+def ensure_test_servers(database_url: str, redis_url: str) -> SessionServers:
     """The URLs to test against: the given ones when their servers answer, else throwaway
     servers' (same database name, user and Redis db number, on a free loopback port)."""
     from sqlalchemy.engine import make_url
 
-    servers = TestServers(database_url, redis_url)
+    servers = SessionServers(database_url, redis_url)
     database = make_url(database_url)
     if not accepts_connections(database.host, database.port or 5432):
         postgres = PrivatePostgres(superuser=database.username or "postgres").start()
+        servers.servers.append(postgres)
         servers.database_url = database.set(
             host=LOOPBACK, port=postgres.port, password=None
         ).render_as_string(hide_password=False)
@@ -547,6 +549,7 @@ def ensure_test_servers(database_url: str, redis_url: str) -> TestServers:
     parts = urlsplit(redis_url)
     if not accepts_connections(parts.hostname or LOOPBACK, parts.port or 6379):
         redis_server = PrivateRedis().start()
+        servers.servers.append(redis_server)
         servers.redis_url = urlunsplit(
             (parts.scheme, f"{LOOPBACK}:{redis_server.port}", parts.path, parts.query, "")
         )

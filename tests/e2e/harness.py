@@ -202,3 +202,32 @@ def base_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COV_CORE")}
     env.update(overrides)
     return env
+
+
+def read_sse_within(
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    seconds: float,
+    on_event: Any = None,
+) -> SSEResult:
+    """Read a stream to its end, failing after `seconds` in all (`read_sse` bounds each read
+    only, and heartbeats keep a stream that never ends alive). `on_event(event, result)` runs
+    after each event, e.g. to inject a fault mid-stream."""
+    result = SSEResult()
+    deadline = time.monotonic() + seconds
+
+    def lines_until_deadline(lines: Iterator[str]) -> Iterator[str]:
+        for line in lines:
+            if time.monotonic() > deadline:
+                seen = [event.event for event in result.events]
+                raise TimeoutError(f"{url} did not end within {seconds}s; events: {seen}")
+            yield line
+
+    with client.stream("GET", url, headers=headers, timeout=min(seconds, 30)) as response:
+        assert response.status_code == 200, response.read()
+        for event in iter_sse(lines_until_deadline(response.iter_lines())):
+            result.events.append(event)
+            if on_event is not None:
+                on_event(event, result)
+    return result
