@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` when a body without a declared length grows past the limit.
+
+    An HTTPException on purpose: FastAPI turns any other exception raised while it reads the
+    body into "400 There was an error parsing the body", and re-raises only HTTPExceptions,
+    so this reaches the 413 handler (api/errors.py).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=_detail(max_bytes))
+        self.max_bytes = max_bytes
+
+
+def _detail(max_bytes: int) -> str:
+    return f"Request body exceeds {max_bytes} bytes"
+
+
+def payload_too_large_body(max_bytes: int) -> dict[str, str]:
+    return {"error": "PayloadTooLarge", "detail": _detail(max_bytes)}
 
 
 class BodySizeLimitMiddleware:
@@ -34,7 +52,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         response_started = False
@@ -47,13 +65,12 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
+            # Read outside a route (no exception handler on the way): answer here.
             if not response_started:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": "PayloadTooLarge", "detail": f"Request body exceeds {self.max_bytes} bytes"}
-        ).encode()
+        body = json.dumps(payload_too_large_body(self.max_bytes)).encode()
         await send(
             {
                 "type": "http.response.start",

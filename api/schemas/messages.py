@@ -27,6 +27,9 @@ class MessageRead(BaseModel):
     usage: UsageRead | None
     cost: Decimal | None = Field(description="USD; null when the model has no known price")
     error: str | None
+    finish_reason: str | None = Field(
+        default=None, description="Why the provider stopped (e.g. `stop`, `length`), if it said"
+    )
     created_at: datetime
     completed_at: datetime | None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared.chats.selection import resolve_selection
 from shared.chats.service import chat_service
 from shared.chats.views import MessageView, message_views
-from shared.errors import AppError, BadRequest, NotFound, ServiceUnavailable
+from shared.errors import AppError, BadRequest, Conflict, NotFound, ServiceUnavailable
 from shared.models import Message, ReplyStatus, User
 from shared.models.base import utcnow
 from shared.settings import Settings
@@ -37,6 +39,40 @@ class MessageNotFound(NotFound):
 
 class NotCancellable(AppError):
     status_code = 409
+
+
+class IdempotencyKeyReused(Conflict):
+    pass
+
+
+class NotAReply(Conflict):
+    pass
+
+
+def request_fingerprint(
+    text: str,
+    provider: str | None,
+    model: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> str:
+    """sha256 of the submitted body's fields, compared when an Idempotency-Key comes again.
+
+    ASCII-escaped JSON, so any text (lone surrogates too) encodes, and equal bodies always
+    give equal bytes.
+    """
+    canonical = json.dumps(
+        {
+            "message": text,
+            "provider": provider,
+            "model": model,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +105,10 @@ class SubmissionService:
         This is the one service that commits: the order commit-then-enqueue is its contract.
         """
         chat = chat_service.get(session, user, chat_id)
+        fingerprint = None
         if idempotency_key is not None:
-            previous = self._find_by_idempotency_key(session, chat_id, idempotency_key)
+            fingerprint = request_fingerprint(text, provider, model, temperature, max_tokens)
+            previous = self._replay(session, chat_id, idempotency_key, fingerprint, enqueue)
             if previous is not None:
                 return previous
         if len(text) > settings.MAX_MESSAGE_CHARS:
@@ -91,6 +129,7 @@ class SubmissionService:
             role="user",
             content=text,
             idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
             created_at=now,
             updated_at=now,
         )
@@ -107,45 +146,72 @@ class SubmissionService:
             temperature=temperature,
             max_tokens=max_tokens,
             reply_to_id=user_message.id,
+            # Set before the send, in the same INSERT: the redelivery sweeper must never see a
+            # queued reply without it and take it for one whose job was lost.
+            enqueued_at=now,
         )
         session.add_all([user_message, reply])
         chat.updated_at = now
         try:
             session.commit()
         except IntegrityError:
-            # A concurrent retry with the same Idempotency-Key committed first.
             session.rollback()
-            previous = self._find_by_idempotency_key(session, chat_id, idempotency_key or "")
+            # The chat was deleted meanwhile (its foreign key failed): 404, as if it were gone
+            # before the request.
+            chat_service.get(session, user, chat_id)
+            if idempotency_key is None or fingerprint is None:
+                raise
+            # A concurrent retry with the same Idempotency-Key committed first.
+            previous = self._replay(session, chat_id, idempotency_key, fingerprint, enqueue)
             if previous is None:
                 raise
             return previous
 
-        try:
-            enqueue(reply.id, selection.provider)
-        except Exception as exc:
-            log.error("enqueue failed for reply %s: %s", reply.id, type(exc).__name__)
-            session.execute(
-                update(Message)
-                .where(Message.id == reply.id, Message.status == ReplyStatus.queued)
-                .values(status=ReplyStatus.failed, error=QUEUE_UNAVAILABLE, completed_at=utcnow())
-            )
-            session.commit()
-            raise QueueUnavailable(QUEUE_UNAVAILABLE, headers={"Retry-After": "5"}) from exc
+        self._send(session, reply.id, selection.provider, enqueue)
         return Submitted(
             user_message.id, reply.id, ReplyStatus.queued, selection.provider, selection.model
         )
 
-    def _find_by_idempotency_key(
-        self, session: Session, chat_id: uuid.UUID, key: str
+    def _send(self, session: Session, reply_id: uuid.UUID, provider: str, enqueue: Enqueue) -> None:
+        """Enqueue a committed, queued reply; if the broker is unreachable, mark it failed
+        (a retry with the same Idempotency-Key sends it again) and answer 503."""
+        try:
+            enqueue(reply_id, provider)
+        except Exception as exc:
+            log.error("enqueue failed for reply %s: %s", reply_id, type(exc).__name__)
+            session.execute(
+                update(Message)
+                .where(Message.id == reply_id, Message.status == ReplyStatus.queued)
+                .values(status=ReplyStatus.failed, error=QUEUE_UNAVAILABLE, completed_at=utcnow())
+            )
+            session.commit()
+            raise QueueUnavailable(QUEUE_UNAVAILABLE, headers={"Retry-After": "5"}) from exc
+
+    def _replay(
+        self, session: Session, chat_id: uuid.UUID, key: str, fingerprint: str, enqueue: Enqueue
     ) -> Submitted | None:
+        """The submission an Idempotency-Key already made, or None for a new key.
+
+        The same key with a different body is refused: answering with the old reply would
+        silently drop the new message. A submission whose enqueue failed is sent again, since
+        that is what the documented 503 asks the client to retry.
+        """
         user_message = session.scalar(
             select(Message).where(Message.chat_id == chat_id, Message.idempotency_key == key)
         )
         if user_message is None:
             return None
+        # Rows stored before fingerprints were recorded have none: nothing to compare with.
+        stored_fingerprint = user_message.request_fingerprint
+        if stored_fingerprint is not None and stored_fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was already used in this chat with a different request"
+            )
         reply = session.scalar(select(Message).where(Message.reply_to_id == user_message.id))
         if reply is None:
             return None
+        if reply.status == ReplyStatus.failed and reply.error == QUEUE_UNAVAILABLE:
+            self._resend(session, reply, enqueue)
         return Submitted(
             user_message.id,
             reply.id,
@@ -153,6 +219,29 @@ class SubmissionService:
             reply.provider_name or "",
             reply.model_name or "",
         )
+
+    def _resend(self, session: Session, reply: Message, enqueue: Enqueue) -> None:
+        # Conditional, so of two concurrent retries only one sends the job.
+        now = utcnow()
+        requeued = session.execute(
+            update(Message)
+            .where(
+                Message.id == reply.id,
+                Message.status == ReplyStatus.failed,
+                Message.error == QUEUE_UNAVAILABLE,
+            )
+            .values(
+                status=ReplyStatus.queued,
+                error=None,
+                completed_at=None,
+                enqueued_at=now,
+                updated_at=now,
+            )
+        ).rowcount
+        session.commit()
+        if requeued:
+            self._send(session, reply.id, reply.provider_name or "", enqueue)
+        session.refresh(reply)
 
     def get_reply(self, session: Session, user: User, message_id: uuid.UUID) -> Message:
         message = session.get(Message, message_id)
@@ -162,6 +251,13 @@ class SubmissionService:
             chat_service.get(session, user, message.chat_id)  # another user's chat: 404
         except NotFound as exc:
             raise MessageNotFound("Message not found") from exc
+        return message
+
+    def get_streamable(self, session: Session, user: User, message_id: uuid.UUID) -> Message:
+        """A reply to stream; a user message has no stream (it would wait for events forever)."""
+        message = self.get_reply(session, user, message_id)
+        if message.role != "assistant":
+            raise NotAReply("Only assistant replies stream; this is a user message")
         return message
 
     def reply_view(self, session: Session, user: User, message_id: uuid.UUID) -> MessageView:

@@ -33,6 +33,7 @@ class MessageView:
     usage: UsageView | None
     cost: Decimal | None
     error: str | None
+    finish_reason: str | None
     created_at: datetime
     completed_at: datetime | None
 
@@ -58,6 +59,7 @@ def message_view(message: Message, usage: ProviderUsage | None) -> MessageView:
         usage=usage_view,
         cost=usage.cost if usage is not None else None,
         error=message.error,
+        finish_reason=message.finish_reason,
         created_at=message.created_at,
         completed_at=message.completed_at,
     )

@@ -102,3 +102,21 @@ def test_nul_characters_are_bad_input_not_server_errors(client):
     assert client.post("/auth/token", data={"username": nul, "password": "x"}).status_code == 401
     assert client.get("/providers/a%00b/models", headers=headers).status_code == 404
     assert _chat_count() == 0
+
+
+def test_oversized_chunked_body_is_413_and_changes_nothing(client):
+    headers = register_and_login(client)
+
+    def chunks():  # no Content-Length: the size is only known while the body arrives
+        yield b'{"title": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = client.post(
+        "/chats", content=chunks(), headers=headers | {"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "PayloadTooLarge"
+    assert response.json()["detail"].startswith("Request body exceeds")
+    assert _chat_count() == 0
