@@ -262,10 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from shared.settings import InvalidSettings
+
     args = build_parser().parse_args(argv)
     try:
         return args._run(args)
-    except CommandError as exc:
+    except (CommandError, InvalidSettings) as exc:
         print(f"switchboard {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

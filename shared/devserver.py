@@ -3,6 +3,8 @@
 `dev` starts the API (uvicorn), one worker consuming every provider queue and Flower, on
 embedded defaults: a SQLite file unless DATABASE_URL is set, and Redis from REDIS_URL, else a
 `redis-server` from PATH, else fakeredis' TCP server in this process. Ctrl-C stops them all.
+Without a SECRET_KEY it signs tokens with a random key kept in `.switchboard-secret` (mode
+0600, in the working directory like the SQLite file), so logins survive a restart.
 Only subprocess command lines are built here: nothing from api/ or workers/ is imported.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,13 +23,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
 from shared.providers.catalog import provider_configs
-from shared.settings import Settings, get_settings
+from shared.settings import MIN_SECRET_KEY_LENGTH, Settings, get_settings
 
 STOP_GRACE_SECONDS = 10
+DEV_SECRET_FILE = ".switchboard-secret"
 
 
 def worker_command(
@@ -66,6 +71,28 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--concurrency", type=int, help="generations in flight (default: WORKER_CONCURRENCY)"
     )
+
+
+def persisted_secret_key(path: Path) -> str:
+    """The key stored in `path`, or a new random one written there readable by its owner only."""
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) >= MIN_SECRET_KEY_LENGTH:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+            print(f"[dev] {path} was readable by others; now mode 0600")
+        return key
+    key = secrets.token_urlsafe(48)
+    # Written to a fresh file created 0600 and renamed over: the key is never readable by
+    # others, not even for a moment, and a crash cannot leave half a key behind.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
+    os.replace(partial, path)
+    return key
 
 
 def _redis_answers(url: str) -> bool:
@@ -171,6 +198,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # The quick start answers out of the box with the demo provider.
     os.environ.setdefault("DEFAULT_PROVIDER", "echo")
     get_settings.cache_clear()
+    if get_settings().SECRET_KEY is None:
+        # Children inherit it through the environment; the file keeps tokens valid across
+        # restarts without a key that anyone else could know.
+        os.environ["SECRET_KEY"] = persisted_secret_key(Path(DEV_SECRET_FILE))
+        get_settings.cache_clear()
+        print(f"[dev] access tokens are signed with the key kept in {DEV_SECRET_FILE}")
     stack = DevStack(env=dict(os.environ))
     redis_url = stack.ensure_redis(get_settings().REDIS_URL, args.embedded_redis)
     os.environ["REDIS_URL"] = stack.env["REDIS_URL"] = redis_url

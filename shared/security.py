@@ -40,9 +40,12 @@ def create_access_token(user_id: uuid.UUID, secret_key: str, expires_minutes: in
 
 def decode_access_token(token: str, secret_key: str) -> uuid.UUID | None:
     try:
-        claims = jwt.decode(token, secret_key, algorithms=[JWT_ALGORITHM])
+        # A token without `exp` would be valid forever: refuse it, whoever signed it.
+        claims = jwt.decode(
+            token, secret_key, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]}
+        )
         return uuid.UUID(claims["sub"])
-    except (jwt.PyJWTError, KeyError, ValueError):
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         return None
 
 

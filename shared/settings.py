@@ -6,15 +6,44 @@ Names follow the multi-provider plan so existing deployments keep working.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 CommaList = Annotated[list[str], NoDecode]
 
-DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
+MIN_SECRET_KEY_LENGTH = 32
+BUILT_IN_PROVIDERS = ("echo", "ollama", "anthropic", "openai")
+
+# ENVIRONMENT=test without SECRET_KEY signs with this: random per process, so no key that
+# anyone could know is ever accepted (tokens do not outlive the test process).
+_TEST_PROCESS_SECRET_KEY = secrets.token_urlsafe(48)
+
+
+class InvalidSettings(Exception):
+    """Settings this process cannot run with. The message names settings and reasons, never
+    their values: a value may be a provider key."""
+
+
+class MissingSecretKey(InvalidSettings):
+    def __init__(self) -> None:
+        super().__init__(
+            "SECRET_KEY is not set: the API signs access tokens with it. Generate one with "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'` and set it in the "
+            f"environment or .env (at least {MIN_SECRET_KEY_LENGTH} characters). `switchboard dev` "
+            "creates and keeps one for you; ENVIRONMENT=test uses a random key per process."
+        )
 
 
 class CompatibleProviderSettings(BaseModel):
@@ -45,9 +74,14 @@ class Settings(BaseSettings):
     DATABASE_POOL_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
 
-    # Auth. SECRET_KEY signs access tokens; production refuses to start without one.
+    # Auth. SECRET_KEY signs access tokens: the API refuses to start without one (except with
+    # ENVIRONMENT=test); workers and the CLI do not read it.
     SECRET_KEY: SecretStr | None = None
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60 * 24, gt=0)
+    # Attempts per minute at POST /auth/token and POST /auth/register, each endpoint counted
+    # on its own, per client IP and per email; 0 turns that limit off.
+    AUTH_RATE_LIMIT_PER_IP_PER_MINUTE: int = Field(default=30, ge=0)
+    AUTH_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE: int = Field(default=10, ge=0)
 
     # Providers (the plan's Phase 4 names and defaults).
     OLLAMA_API_URL: str = "http://ollama:11434"
@@ -140,11 +174,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.ENVIRONMENT == "production" and (
-            self.SECRET_KEY is None or len(self.SECRET_KEY.get_secret_value()) < 32
+        # A short HMAC key can be brute-forced from one token; a missing key is refused
+        # where it is needed (the API's start-up, see `secret_key`).
+        if (
+            self.SECRET_KEY is not None
+            and len(self.SECRET_KEY.get_secret_value().strip()) < MIN_SECRET_KEY_LENGTH
         ):
+            raise ValueError(f"SECRET_KEY must have at least {MIN_SECRET_KEY_LENGTH} characters")
+        compatible = [c.name for c in self.OPENAI_COMPATIBLE_PROVIDERS]
+        taken = sorted(
+            {n for n in compatible if n in BUILT_IN_PROVIDERS or compatible.count(n) > 1}
+        )
+        if taken:
+            # A compatible server may not shadow a built-in provider or another server.
             raise ValueError(
-                "SECRET_KEY must be set to at least 32 characters when ENVIRONMENT=production"
+                f"OPENAI_COMPATIBLE_PROVIDERS: names must be unique and not a built-in "
+                f"provider's ({', '.join(BUILT_IN_PROVIDERS)}); repeated: {', '.join(taken)}"
             )
         if not self.TASK_SOFT_TIME_LIMIT < self.TASK_TIME_LIMIT < self.BROKER_VISIBILITY_TIMEOUT:
             raise ValueError(
@@ -154,7 +199,12 @@ class Settings(BaseSettings):
 
     @property
     def secret_key(self) -> str:
-        return self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else DEV_SECRET_KEY
+        """The token signing key; raises MissingSecretKey when there is none to use."""
+        if self.SECRET_KEY is not None:
+            return self.SECRET_KEY.get_secret_value()
+        if self.ENVIRONMENT == "test":
+            return _TEST_PROCESS_SECRET_KEY
+        raise MissingSecretKey()
 
     @property
     def default_models(self) -> dict[str, str]:
@@ -171,4 +221,38 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings, checked as a deployment: every process refuses to start with
+    settings that cannot serve a request (a bad value, a default provider that is off)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # `from None`: pydantic's own text shows the offending input, which may be a key.
+        raise InvalidSettings(describe_validation_error(exc)) from None
+    except SettingsError as exc:
+        raise InvalidSettings(_describe_source_error(exc)) from None
+    from shared.providers.catalog import check_default_provider
+
+    check_default_provider(settings)
+    return settings
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Each failing setting's name and reason, without the input pydantic would show."""
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _describe_source_error(exc: SettingsError) -> str:
+    # pydantic-settings names the field in its message; the cause (e.g. a JSONDecodeError)
+    # says where parsing stopped. Neither the raw value nor the cause's document is shown.
+    match = re.search(r'field "([A-Za-z0-9_]+)"', str(exc))
+    name = match.group(1) if match else "a setting"
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        reason = f"not valid JSON ({cause.msg} at line {cause.lineno} column {cause.colno})"
+    else:
+        reason = "cannot be parsed" + (f" ({type(cause).__name__})" if cause else "")
+    return f"invalid settings: {name}: {reason}"

@@ -18,7 +18,7 @@ from shared.security import hash_password, verify_password
 from shared.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0002_multi_provider"
+HEAD = "0003_reliability"
 PASSWORD = "s3cret-admin-pw!"
 
 

@@ -17,7 +17,8 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import SecretStr
 
-from shared.settings import Settings
+from shared.providers.catalog import check_default_provider
+from shared.settings import MissingSecretKey, Settings
 from workers.celery_app import queue_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,10 +206,11 @@ def test_env_example_lists_exactly_the_settings() -> None:
 def test_env_example_loads_as_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SETTINGS_FIELDS:
         monkeypatch.delenv(name, raising=False)
-    # Production refuses the example as shipped: SECRET_KEY must be filled in first.
-    with pytest.raises(ValueError, match="SECRET_KEY"):
-        Settings(_env_file=ENV_EXAMPLE)
+    # The API refuses the example as shipped: SECRET_KEY must be filled in first.
+    with pytest.raises(MissingSecretKey, match="SECRET_KEY"):
+        Settings(_env_file=ENV_EXAMPLE).secret_key  # noqa: B018
     settings = Settings(_env_file=ENV_EXAMPLE, SECRET_KEY="x" * 40)
+    check_default_provider(settings)
     assert settings.ENVIRONMENT == "production"
     assert set(queue_names(settings)) == BUILT_IN_QUEUES
 

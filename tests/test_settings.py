@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings
+from shared.settings import MissingSecretKey, Settings
+from tests.e2e.harness import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,12 +38,37 @@ def test_postgres_urls_use_psycopg2():
     )
 
 
-def test_production_without_a_secret_key_is_refused():
-    with pytest.raises(ValidationError, match="SECRET_KEY"):
-        _settings(ENVIRONMENT="production", SECRET_KEY=None)
-    with pytest.raises(ValidationError, match="SECRET_KEY"):
-        _settings(ENVIRONMENT="production", SECRET_KEY="short")
+def test_a_short_secret_key_is_refused_in_every_environment():
+    for environment in ("development", "test", "production"):
+        with pytest.raises(ValidationError, match="SECRET_KEY must have at least 32"):
+            _settings(ENVIRONMENT=environment, SECRET_KEY="short")
     assert _settings(ENVIRONMENT="production", SECRET_KEY="k" * 40).secret_key == "k" * 40
+
+
+def test_without_a_secret_key_there_is_no_key_to_sign_with():
+    for environment in ("development", "production"):
+        with pytest.raises(MissingSecretKey, match="SECRET_KEY is not set"):
+            _settings(ENVIRONMENT=environment, SECRET_KEY=None).secret_key  # noqa: B018
+
+
+def test_tests_sign_with_a_random_key_per_process():
+    script = "from shared.settings import Settings; print(Settings(_env_file=None).secret_key)"
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"} | {
+        "ENVIRONMENT": "test",
+        "PYTHONPATH": str(REPO),
+    }
+    keys = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert len(keys[0]) >= 32 and keys[0] != keys[1]
 
 
 def test_visibility_timeout_must_exceed_the_time_limits():
@@ -50,18 +76,39 @@ def test_visibility_timeout_must_exceed_the_time_limits():
         _settings(TASK_SOFT_TIME_LIMIT=10, TASK_TIME_LIMIT=20, BROKER_VISIBILITY_TIMEOUT=15)
 
 
-def test_the_api_does_not_start_in_production_without_a_secret(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"} | {
-        "ENVIRONMENT": "production",
-        "PYTHONPATH": str(REPO),
-    }
+def _without_secret_key(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY" and not k.startswith("COV_")}
+    return env | {"ENVIRONMENT": "development", "PYTHONPATH": str(REPO)} | overrides
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_the_api_does_not_start_without_a_secret_key(tmp_path, environment):
+    port = free_port()
     result = subprocess.run(
-        [sys.executable, "-c", "import api.main"],
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)],
         cwd=tmp_path,
-        env=env,
+        env=_without_secret_key(
+            ENVIRONMENT=environment,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}",
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        ),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode != 0
-    assert "SECRET_KEY must be set" in result.stderr
+    assert "SECRET_KEY is not set" in result.stderr
+    assert "Application startup failed" in result.stderr
+
+
+def test_a_worker_needs_no_secret_key(tmp_path):
+    # Workers never sign or check tokens: a worker host needs no copy of the key.
+    result = subprocess.run(
+        [sys.executable, "-c", "import workers.celery_app"],
+        cwd=tmp_path,
+        env=_without_secret_key(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,29 +1,70 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import AuthDep, SettingsDep, run_in_session
 from api.schemas.auth import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, Token, UserRead, UserRegister
+from api.schemas.common import ErrorOut
+from shared.accounts.rate_limit import auth_rate_limiter
 from shared.accounts.service import account_service
 from shared.security import create_access_token
+from shared.settings import Settings, get_settings
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+
+@asynccontextmanager
+async def _require_secret_key(_: FastAPI) -> AsyncIterator[None]:
+    # These routes sign the tokens every other route checks: without a key the API must not
+    # start (it raises MissingSecretKey, naming the setting and how to make one).
+    get_settings().secret_key  # noqa: B018
+    yield
 
 
-@router.post("/register", response_model=UserRead, status_code=status.HTTP_201_CREATED)
-async def register(body: UserRegister) -> object:
+router = APIRouter(prefix="/auth", tags=["auth"], lifespan=_require_secret_key)
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorOut,
+        "description": "Too many attempts from this client or for this email; see Retry-After",
+    }
+}
+
+
+async def _limit_attempts(request: Request, settings: Settings, action: str, email: str) -> None:
+    await auth_rate_limiter.check(
+        request.app.state.redis,
+        action=action,
+        client_ip=request.client.host if request.client else None,
+        email=email,
+        per_ip=settings.AUTH_RATE_LIMIT_PER_IP_PER_MINUTE,
+        per_account=settings.AUTH_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE,
+    )
+
+
+@router.post(
+    "/register",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=RATE_LIMITED,
+)
+async def register(body: UserRegister, request: Request, settings: SettingsDep) -> object:
+    await _limit_attempts(request, settings, "register", body.email)
     return await run_in_session(account_service.register, email=body.email, password=body.password)
 
 
-@router.post("/token", response_model=Token)
+@router.post("/token", response_model=Token, responses=RATE_LIMITED)
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], settings: SettingsDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    settings: SettingsDep,
 ) -> Token:
     """OAuth2 password flow: `username` is the email."""
+    await _limit_attempts(request, settings, "token", form.username)
     user = await run_in_session(
         account_service.authenticate, email=form.username, password=form.password
     )

@@ -30,16 +30,13 @@ def resolve_selection(
     """Request values win, then the chat's (fallbacks), then settings.
 
     With MULTI_PROVIDER_ENABLED off every request goes to DEFAULT_PROVIDER, as the
-    Ollama-only service did.
+    Ollama-only service did; that provider must still be configured and enabled.
     """
     configs = provider_configs(settings)
-    if not settings.MULTI_PROVIDER_ENABLED:
+    if settings.MULTI_PROVIDER_ENABLED:
+        name = provider or fallback_provider or settings.DEFAULT_PROVIDER
+    else:
         name = settings.DEFAULT_PROVIDER
-        config = configs[name]
-        chosen = model if model in config.models else settings.default_models[name]
-        return Selection(name, chosen)
-
-    name = provider or fallback_provider or settings.DEFAULT_PROVIDER
     enabled = sorted(n for n, c in configs.items() if c.enabled)
     config = configs.get(name)
     if config is None:
@@ -50,6 +47,13 @@ def resolve_selection(
         raise InvalidSelection(
             f"Provider '{name}' is disabled. Available providers: {', '.join(enabled)}"
         )
+    if not settings.MULTI_PROVIDER_ENABLED:
+        # The Ollama-only service ignored a model it did not offer instead of refusing it.
+        chosen = model if model in config.models else config.default_model
+        if chosen is None:
+            raise InvalidSelection(f"Provider '{name}' has no default model")
+        return Selection(name, chosen)
+
     if model is None and provider is None and fallback_model is not None:
         model = fallback_model
     chosen = model or config.default_model or settings.default_models.get(name)

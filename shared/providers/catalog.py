@@ -1,7 +1,9 @@
 """Which providers this deployment has, built from `Settings` (no network, no SDK imports).
 
 Disabled providers stay in the result with `enabled=False`, so callers can tell "disabled"
-from "unknown".
+from "unknown". Providers whose adapter `PROVIDERS_ENABLED` leaves out are not in the result
+at all: workers never load that adapter, so the API must neither list nor accept them, and
+no queue is declared for them.
 """
 
 from __future__ import annotations
@@ -9,10 +11,18 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from shared.providers.base import ProviderConfig
-from shared.settings import Settings
+from shared.settings import InvalidSettings, Settings
+
+# Why a built-in provider is disabled, for start-up messages.
+_KEY_SETTING = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
 def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
+    return apply_feature_flag(loadable(configured_providers(settings), settings), settings)
+
+
+def configured_providers(settings: Settings) -> dict[str, ProviderConfig]:
+    """Every provider the settings describe, before PROVIDERS_ENABLED and the feature flag."""
     common = {
         "timeout": settings.PROVIDER_TIMEOUT_SECONDS,
         "max_retries": settings.PROVIDER_MAX_RETRIES,
@@ -58,10 +68,8 @@ def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
         enabled=_has_key(settings.OPENAI_API_KEY),
         **common,
     )
+    # Settings guarantee compatible names are unique and never a built-in provider's.
     for compatible in settings.OPENAI_COMPATIBLE_PROVIDERS:
-        if compatible.name in configs:
-            # A compatible server may not shadow a built-in provider's name.
-            raise ValueError(f"OPENAI_COMPATIBLE_PROVIDERS: name {compatible.name!r} is taken")
         configs[compatible.name] = ProviderConfig(
             name=compatible.name,
             adapter="openai_compatible",
@@ -72,7 +80,15 @@ def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
             enabled=compatible.enabled,
             **common,
         )
-    return apply_feature_flag(configs, settings)
+    return configs
+
+
+def loadable(configs: dict[str, ProviderConfig], settings: Settings) -> dict[str, ProviderConfig]:
+    """The providers whose adapter PROVIDERS_ENABLED lets workers load (empty: all)."""
+    allowed = set(settings.PROVIDERS_ENABLED)
+    if not allowed:
+        return configs
+    return {name: config for name, config in configs.items() if config.adapter in allowed}
 
 
 def apply_feature_flag(
@@ -87,6 +103,47 @@ def apply_feature_flag(
         else config.model_copy(update={"enabled": False})
         for name, config in configs.items()
     }
+
+
+def default_provider_problem(settings: Settings) -> str | None:
+    """Why DEFAULT_PROVIDER cannot take requests with these settings, or None if it can.
+
+    The value is quoted only when it names a provider the settings describe: an unknown value
+    could be anything pasted into the wrong variable, a key included.
+    """
+    name = settings.DEFAULT_PROVIDER
+    described = configured_providers(settings)
+    config = provider_configs(settings).get(name)
+    if config is not None and config.enabled:
+        return None
+    if config is not None:
+        if name in _KEY_SETTING:
+            return f"DEFAULT_PROVIDER is {name!r}, which has no API key: set {_KEY_SETTING[name]}"
+        return (
+            f"DEFAULT_PROVIDER is {name!r}, which is disabled "
+            "(enabled: false in OPENAI_COMPATIBLE_PROVIDERS)"
+        )
+    if name in described:
+        return (
+            f"DEFAULT_PROVIDER is {name!r}, whose adapter {described[name].adapter!r} is not "
+            "in PROVIDERS_ENABLED"
+        )
+    if name == "echo":
+        return "DEFAULT_PROVIDER is 'echo', but ECHO_ENABLED is false"
+    available = sorted(n for n, c in provider_configs(settings).items() if c.enabled)
+    return "DEFAULT_PROVIDER does not name a configured provider; configured and enabled: " + (
+        ", ".join(available) or "none"
+    )
+
+
+def check_default_provider(settings: Settings) -> None:
+    """Refuse, at start-up, settings whose default provider cannot take requests."""
+    problem = default_provider_problem(settings)
+    if problem is not None:
+        raise InvalidSettings(
+            f"{problem}. Requests that name no provider go to DEFAULT_PROVIDER; set it to a "
+            "configured, enabled provider."
+        )
 
 
 def _has_key(key: SecretStr | None) -> bool:
