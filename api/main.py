@@ -20,6 +20,9 @@ from shared.settings import get_settings
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    # Every route checks tokens signed with this key: without one the API must not start
+    # (MissingSecretKey names the setting and how to make one).
+    settings.secret_key  # noqa: B018
     # One database unit of work per thread: never more threads than pooled connections.
     to_thread.current_default_thread_limiter().total_tokens = (
         settings.DATABASE_POOL_SIZE + settings.DATABASE_MAX_OVERFLOW

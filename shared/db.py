@@ -19,6 +19,7 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_RETRY_DELAY_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def make_engine(
@@ -41,6 +42,9 @@ def make_engine(
     # restart fails a single unit of work.
     return create_engine(
         url,
+        # An unreachable host that drops packets would otherwise hang each unit of work for
+        # the OS's TCP timeout (minutes) instead of failing fast as "database unavailable".
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import AuthDep, SettingsDep, run_in_session
@@ -14,18 +12,9 @@ from api.schemas.common import ErrorOut
 from shared.accounts.rate_limit import auth_rate_limiter
 from shared.accounts.service import account_service
 from shared.security import create_access_token
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
-
-@asynccontextmanager
-async def _require_secret_key(_: FastAPI) -> AsyncIterator[None]:
-    # These routes sign the tokens every other route checks: without a key the API must not
-    # start (it raises MissingSecretKey, naming the setting and how to make one).
-    get_settings().secret_key  # noqa: B018
-    yield
-
-
-router = APIRouter(prefix="/auth", tags=["auth"], lifespan=_require_secret_key)
+router = APIRouter(prefix="/auth", tags=["auth"])
 
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: {

@@ -98,9 +98,14 @@ def start_stub(log_dir: Path) -> tuple[Process, str]:
     return process, match.group(1)  # ends in /v1
 
 
+BENCH_SECRET_KEY = secrets.token_urlsafe(48)
+
+
 def service_env(stub_url: str, **overrides: str) -> dict[str, str]:
     env = base_env(
         ENVIRONMENT="test",
+        # One key for the run: restart_api reuses tokens signed before the restart.
+        SECRET_KEY=BENCH_SECRET_KEY,
         DATABASE_URL=BENCH_DATABASE_URL,
         REDIS_URL=BENCH_REDIS_URL,
         DEFAULT_PROVIDER="openai",
