@@ -36,6 +36,7 @@ from shared.chats.views import MessageView, message_views
 from shared.db import DatabaseUnavailable, is_database_unavailable
 from shared.errors import BadRequest
 from shared.models import Message, ReplyStatus
+from shared.pricing import format_cost
 from shared.settings import Settings
 from workers.celery_app import enqueue_generation
 
@@ -359,6 +360,6 @@ def terminal_event(message: MessageRead) -> tuple[str, dict[str, object]]:
     return "done", {
         "status": message.status,
         "usage": usage,
-        "cost": str(message.cost) if message.cost is not None else None,
+        "cost": format_cost(message.cost) if message.cost is not None else None,
         "finish_reason": message.finish_reason,
     }

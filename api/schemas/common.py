@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, PlainSerializer, model_validator
+
+from shared.pricing import format_cost
+
+# Costs keep 12 decimals; shown in plain notation ("0.000000035", never "3.5E-8").
+Cost = Annotated[Decimal, PlainSerializer(format_cost, return_type=str, when_used="json")]
 
 
 def _contains_nul(value: Any) -> bool:

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import StrictModel
+from api.schemas.common import Cost, StrictModel
 
 
 class UsageRead(BaseModel):
@@ -14,6 +13,8 @@ class UsageRead(BaseModel):
     completion_tokens: int
     total_tokens: int
     estimated: bool
+    # Which counts were estimated because the provider did not report them.
+    estimated_fields: list[str] = []
 
 
 class MessageRead(BaseModel):
@@ -25,7 +26,7 @@ class MessageRead(BaseModel):
     provider: str | None
     model: str | None
     usage: UsageRead | None
-    cost: Decimal | None = Field(description="USD; null when the model has no known price")
+    cost: Cost | None = Field(description="USD; null when the model has no known price")
     error: str | None
     finish_reason: str | None = Field(
         default=None, description="Why the provider stopped (e.g. `stop`, `length`), if it said"

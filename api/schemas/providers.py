@@ -5,6 +5,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
+from api.schemas.common import Cost
+
 
 class ProviderInfo(BaseModel):
     """The plan's ProviderInfo."""
@@ -31,7 +33,7 @@ class UsageRow(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    cost: Decimal | None
+    cost: Cost | None
 
 
 class UsageReport(BaseModel):

@@ -19,6 +19,7 @@ class UsageView:
     completion_tokens: int
     total_tokens: int
     estimated: bool
+    estimated_fields: list[str]
 
 
 @dataclass(slots=True)
@@ -47,6 +48,14 @@ def message_view(message: Message, usage: ProviderUsage | None) -> MessageView:
             completion_tokens=completion,
             total_tokens=usage.prompt_tokens + completion,
             estimated=usage.usage_estimated,
+            estimated_fields=[
+                name
+                for name, flag in (
+                    ("prompt_tokens", usage.prompt_tokens_estimated),
+                    ("completion_tokens", usage.completion_tokens_estimated),
+                )
+                if flag
+            ],
         )
     return MessageView(
         id=message.id,
