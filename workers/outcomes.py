@@ -98,8 +98,12 @@ def finish(
             settings.FINISH_RETRY_SECONDS,
             what=f"store reply {claim.reply_id}",
         )
-    except DatabaseUnavailable:
-        _spool(channel, target, outcome)
+    except BaseException as exc:
+        # Also when the hard time limit (a gevent.Timeout) or a shutdown cuts the retries
+        # short: with the defaults the limit comes FINISH_RETRY_SECONDS after the soft one.
+        # Not for a refusal by the database itself, which a later store would meet again.
+        if isinstance(exc, DatabaseUnavailable) or not isinstance(exc, Exception):
+            _spool(channel, target, outcome)
         raise
     if stored:
         _announce(target, outcome, channel, publisher)
