@@ -536,7 +536,8 @@ def ensure_test_servers(database_url: str, redis_url: str) -> SessionServers:
 
     servers = SessionServers(database_url, redis_url)
     database = make_url(database_url)
-    if not accepts_connections(database.host, database.port or 5432):
+    is_postgres = database.get_backend_name() == "postgresql"
+    if is_postgres and not accepts_connections(database.host, database.port or 5432):
         postgres = PrivatePostgres(superuser=database.username or "postgres").start()
         servers.servers.append(postgres)
         servers.database_url = database.set(
