@@ -40,3 +40,51 @@ def recreate_migrated_database(url: str) -> None:
         cur.execute(f'CREATE DATABASE "{target.database}"')
     admin.close()
     command.upgrade(alembic_config(url), "head")
+
+
+def add_user_and_chat(session: Any, provider: str = "echo", model: str = "echo-1") -> Any:
+    """A new user and one chat of theirs (flushed); returns the chat."""
+    from shared.models import Chat, User
+
+    user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
+    session.add(user)
+    session.flush()
+    chat = Chat(user_id=user.id, provider_name=provider, model_name=model)
+    session.add(chat)
+    session.flush()
+    return chat
+
+
+def add_queued_reply(
+    session: Any,
+    chat: Any = None,
+    question: str = "say this back",
+    *,
+    created_at: Any = None,
+    enqueued_at: Any = None,
+) -> uuid.UUID:
+    """A user message and its queued reply, as a submission stores them (without the job)."""
+    from datetime import timedelta
+
+    from shared.models import Message
+
+    chat = chat or add_user_and_chat(session)
+    times = {} if created_at is None else {"created_at": created_at}
+    asked = Message(chat_id=chat.id, role="user", content=question, **times)
+    session.add(asked)
+    session.flush()
+    if created_at is not None:
+        times = {"created_at": created_at + timedelta(microseconds=1)}
+    reply = Message(
+        chat_id=chat.id,
+        role="assistant",
+        status="queued",
+        provider_name=chat.provider_name,
+        model_name=chat.model_name,
+        reply_to_id=asked.id,
+        enqueued_at=enqueued_at,
+        **times,
+    )
+    session.add(reply)
+    session.flush()
+    return reply.id

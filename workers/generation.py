@@ -26,7 +26,7 @@ from shared.providers.manager import provider_manager
 from shared.redis_client import sync_redis
 from shared.settings import Settings, get_settings
 from workers import outcomes
-from workers.outcomes import Outcome
+from workers.outcomes import Outcome, StoredFor
 from workers.prompt import HistoryRow, build_prompt
 from workers.watchdog import CANCELLED, GenerationInterrupted, Watchdog
 
@@ -42,13 +42,9 @@ HISTORY_ROWS = 400
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    reply_id: uuid.UUID
-    chat_id: uuid.UUID
-    user_id: uuid.UUID
-    attempt: int
-    provider: str
-    model: str
+class Claim(StoredFor):
+    """A delivery's hold on its reply, with the request the provider gets."""
+
     temperature: float | None
     max_tokens: int | None
     messages: list[ProviderMessage]

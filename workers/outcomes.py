@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,6 @@ from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.channel import ReplyPublisher
-    from workers.generation import Claim
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +82,17 @@ def safe(fn: Any, *args: Any) -> None:
 
 
 def finish(
-    claim: Claim,
+    target: StoredFor,
     outcome: Outcome,
     channel: TokenChannel,
     settings: Settings,
     publisher: ReplyPublisher | None = None,
 ) -> None:
-    target = StoredFor(
-        claim.reply_id, claim.chat_id, claim.user_id, claim.attempt, claim.provider, claim.model
-    )
     try:
         stored = retry_while_unavailable(
             lambda: _store(target, outcome),
             settings.FINISH_RETRY_SECONDS,
-            what=f"store reply {claim.reply_id}",
+            what=f"store reply {target.reply_id}",
         )
     except BaseException as exc:
         # Also when the hard time limit (a gevent.Timeout) or a shutdown cuts the retries
@@ -247,7 +243,7 @@ def enqueued_marker_key(reply_id: object) -> str:
 def _spool(channel: TokenChannel, target: StoredFor, outcome: Outcome) -> None:
     record = {
         "target": {
-            **asdict(target),
+            **{f.name: getattr(target, f.name) for f in fields(StoredFor)},
             "reply_id": str(target.reply_id),
             "chat_id": str(target.chat_id),
             "user_id": str(target.user_id),

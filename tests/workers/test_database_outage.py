@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from shared.channel import ReplyPublisher, TokenChannel, stream_key
 from shared.db import make_engine, session_scope
-from shared.models import Chat, Message, ProviderUsage, User
+from shared.models import Message, ProviderUsage
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.e2e.harness import REPO, base_env
-from tests.helpers import recreate_migrated_database
+from tests.helpers import add_queued_reply, recreate_migrated_database
 from tests.servers import private_postgres
 from workers.generation import run_generation
 from workers.outcomes import spool_key
@@ -40,26 +40,7 @@ PROTOCOL_TIMEOUT_SECONDS = 60
 
 
 def _add_queued_reply(session: Session) -> uuid.UUID:
-    user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
-    session.add(user)
-    session.flush()
-    chat = Chat(user_id=user.id, provider_name="echo", model_name="echo-1")
-    session.add(chat)
-    session.flush()
-    question = Message(chat_id=chat.id, role="user", content=QUESTION)
-    session.add(question)
-    session.flush()
-    reply = Message(
-        chat_id=chat.id,
-        role="assistant",
-        status="queued",
-        provider_name="echo",
-        model_name="echo-1",
-        reply_to_id=question.id,
-    )
-    session.add(reply)
-    session.flush()
-    return reply.id
+    return add_queued_reply(session, question=QUESTION)
 
 
 def _stored(session: Session, reply_id: uuid.UUID) -> tuple[Message, int]:

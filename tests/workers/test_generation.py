@@ -10,35 +10,17 @@ from sqlalchemy import func, select
 
 from shared.channel import TokenChannel, stream_key
 from shared.db import session_scope
-from shared.models import Chat, Message, ProviderUsage, SystemPrompt, User
+from shared.models import Chat, Message, ProviderUsage, SystemPrompt
 from shared.settings import get_settings
 from tests.conftest import TEST_REDIS_URL
+from tests.helpers import add_queued_reply
 from workers.generation import run_generation
 
 
 @pytest.fixture
 def reply_id(db_clean: None, redis_clean: None) -> uuid.UUID:
     with session_scope() as session:
-        user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
-        session.add(user)
-        session.flush()
-        chat = Chat(user_id=user.id, provider_name="echo", model_name="echo-1")
-        session.add(chat)
-        session.flush()
-        question = Message(chat_id=chat.id, role="user", content="say this back")
-        session.add(question)
-        session.flush()
-        reply = Message(
-            chat_id=chat.id,
-            role="assistant",
-            status="queued",
-            provider_name="echo",
-            model_name="echo-1",
-            reply_to_id=question.id,
-        )
-        session.add(reply)
-        session.flush()
-        return reply.id
+        return add_queued_reply(session)
 
 
 def _reply(reply_id: uuid.UUID) -> Message:

@@ -9,11 +9,12 @@ import uuid
 import pytest
 
 from shared.db import session_scope
-from shared.models import Chat, Message, SystemPrompt, User
+from shared.models import Message, SystemPrompt
 from shared.models.base import utcnow
 from shared.models.provider import ProviderConfigRow, ProviderModel
 from shared.providers.base import estimate_tokens
 from shared.settings import get_settings
+from tests.helpers import add_user_and_chat
 from workers.generation import _claim
 
 
@@ -24,16 +25,11 @@ class ChatBuilder:
     def __init__(self, system_prompt: str | None = None) -> None:
         self._clock = utcnow() - dt.timedelta(days=1)
         with session_scope() as session:
-            user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
-            session.add(user)
-            session.flush()
-            chat = Chat(user_id=user.id, provider_name="echo", model_name="echo-1")
-            session.add(chat)
-            session.flush()
+            chat = add_user_and_chat(session)
             if system_prompt is not None:
                 session.add(
                     SystemPrompt(
-                        user_id=user.id, name="rules", content=system_prompt, is_default=True
+                        user_id=chat.user_id, name="rules", content=system_prompt, is_default=True
                     )
                 )
             self.chat_id = chat.id

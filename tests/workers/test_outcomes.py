@@ -16,11 +16,12 @@ from sqlalchemy.engine import make_url
 
 from shared.channel import TokenChannel, stream_key
 from shared.db import get_engine, session_scope
-from shared.models import Chat, Message, ProviderUsage, ReplyStatus, User
+from shared.models import Chat, Message, ProviderUsage, ReplyStatus
 from shared.models.base import utcnow
 from shared.providers.base import Usage
 from shared.settings import get_settings
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from tests.helpers import add_queued_reply
 from workers import outcomes
 from workers.generation import _claim, run_generation
 from workers.outcomes import Outcome, StoredFor
@@ -31,26 +32,7 @@ QUESTION = "say this back"
 @pytest.fixture
 def reply_id(db_clean: None, redis_clean: None) -> uuid.UUID:
     with session_scope() as session:
-        user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
-        session.add(user)
-        session.flush()
-        chat = Chat(user_id=user.id, provider_name="echo", model_name="echo-1")
-        session.add(chat)
-        session.flush()
-        question = Message(chat_id=chat.id, role="user", content=QUESTION)
-        session.add(question)
-        session.flush()
-        reply = Message(
-            chat_id=chat.id,
-            role="assistant",
-            status="queued",
-            provider_name="echo",
-            model_name="echo-1",
-            reply_to_id=question.id,
-        )
-        session.add(reply)
-        session.flush()
-        return reply.id
+        return add_queued_reply(session, question=QUESTION)
 
 
 @pytest.fixture

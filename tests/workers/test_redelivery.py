@@ -13,9 +13,10 @@ from sqlalchemy import update
 
 from shared.channel import stream_key
 from shared.db import session_scope
-from shared.models import Chat, Message, User
+from shared.models import Message
 from shared.models.base import utcnow
 from tests.conftest import TEST_REDIS_URL
+from tests.helpers import add_queued_reply, add_user_and_chat
 from workers.celery_app import enqueue_generation
 from workers.generation import token_channel
 from workers.redelivery import consumer_key, fail_orphans, requeue_lost
@@ -38,30 +39,10 @@ def _queued_replies(count: int, provider: str = QUEUE, age_seconds: int = 60) ->
     long_ago = utcnow() - timedelta(seconds=age_seconds)
     ids = []
     with session_scope() as session:
-        user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x")
-        session.add(user)
-        session.flush()
-        chat = Chat(user_id=user.id, provider_name=provider, model_name="echo-1")
-        session.add(chat)
-        session.flush()
+        chat = add_user_and_chat(session, provider=provider)
         for i in range(count):
             at = long_ago + timedelta(seconds=i)
-            question = Message(chat_id=chat.id, role="user", content=f"q{i}", created_at=at)
-            session.add(question)
-            session.flush()
-            reply = Message(
-                chat_id=chat.id,
-                role="assistant",
-                status="queued",
-                provider_name=provider,
-                model_name="echo-1",
-                reply_to_id=question.id,
-                created_at=at + timedelta(microseconds=1),
-                enqueued_at=at,
-            )
-            session.add(reply)
-            session.flush()
-            ids.append(reply.id)
+            ids.append(add_queued_reply(session, chat, f"q{i}", created_at=at, enqueued_at=at))
     return ids
 
 
