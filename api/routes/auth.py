@@ -9,12 +9,19 @@ from fastapi.security import OAuth2PasswordRequestForm
 from api.deps import AuthDep, SettingsDep, run_in_session
 from api.schemas.auth import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, Token, UserRead, UserRegister
 from api.schemas.common import ErrorOut
+from api.schemas.responses import (
+    AUTHENTICATED,
+    BODY_ERRORS,
+    DATABASE_UNAVAILABLE,
+    conflict,
+    not_found,
+)
 from shared.accounts.rate_limit import auth_rate_limiter
 from shared.accounts.service import account_service
 from shared.security import create_access_token
 from shared.settings import Settings
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses=DATABASE_UNAVAILABLE)
 
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: {
@@ -39,14 +46,20 @@ async def _limit_attempts(request: Request, settings: Settings, action: str, ema
     "/register",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
-    responses=RATE_LIMITED,
+    responses=RATE_LIMITED | BODY_ERRORS | conflict("A user with this email already exists"),
 )
 async def register(body: UserRegister, request: Request, settings: SettingsDep) -> object:
     await _limit_attempts(request, settings, "register", body.email)
     return await run_in_session(account_service.register, email=body.email, password=body.password)
 
 
-@router.post("/token", response_model=Token, responses=RATE_LIMITED)
+@router.post(
+    "/token",
+    response_model=Token,
+    responses=RATE_LIMITED
+    | BODY_ERRORS
+    | {401: {"model": ErrorOut, "description": "Incorrect email or password"}},
+)
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -61,7 +74,12 @@ async def login(
     return Token(access_token=token)
 
 
-@router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api-keys",
+    response_model=ApiKeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=AUTHENTICATED | BODY_ERRORS,
+)
 async def create_api_key(body: ApiKeyCreate, auth: AuthDep) -> ApiKeyCreated:
     row, key = await auth.run(account_service.create_api_key, name=body.name)
     return ApiKeyCreated(
@@ -74,11 +92,15 @@ async def create_api_key(body: ApiKeyCreate, auth: AuthDep) -> ApiKeyCreated:
     )
 
 
-@router.get("/api-keys", response_model=list[ApiKeyRead])
+@router.get("/api-keys", response_model=list[ApiKeyRead], responses=AUTHENTICATED)
 async def list_api_keys(auth: AuthDep) -> object:
     return await auth.run(account_service.list_api_keys)
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=AUTHENTICATED | not_found("API key"),
+)
 async def revoke_api_key(key_id: uuid.UUID, auth: AuthDep) -> None:
     await auth.run(account_service.revoke_api_key, key_id)

@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AuthDep, run_in_session
+from api.schemas.common import ErrorOut
 from api.schemas.messages import ChatRequest, MessageRead, SubmitAccepted
+from api.schemas.responses import AUTHENTICATED, BODY_ERRORS, conflict, not_found
 from shared.channel import (
     TERMINAL_EVENTS,
     ChannelEvent,
@@ -42,7 +44,9 @@ from workers.celery_app import enqueue_generation
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], responses=AUTHENTICATED)
+
+MESSAGE_NOT_FOUND = not_found("message")
 
 IDLE_BLOCK_MS = 5000
 FINAL_GRACE_MS = 500
@@ -55,6 +59,8 @@ MAX_STREAM_ID_PART = 2**64 - 1
 STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 # Ids of events replayed from the database (see _replay_from_database).
 DATABASE_EVENT_ID = re.compile(r"^db-[0-2]$")
+# What Last-Event-ID may be: empty (from the start), a Redis stream id, or a database replay id.
+LAST_EVENT_ID_PATTERN = r"^(\d{1,20}-\d{1,20}|db-[0-2])?$"
 
 # Not reply statuses: what a reader learns about a reply's row besides its status.
 REPLY_GONE = "gone"  # deleted with its chat
@@ -85,9 +91,20 @@ def _accepted(submitted: Submitted) -> SubmitAccepted:
     "/chats/{chat_id}/messages",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SubmitAccepted,
-    responses={
+    responses=BODY_ERRORS
+    | not_found("chat (or it was deleted while ?wait=true waited)")
+    | conflict("This Idempotency-Key was already used in this chat with a different request")
+    | {
         200: {"model": MessageRead, "description": "With ?wait=true: the finished reply"},
-        503: {"description": "The queue is down; the message is stored, the reply failed"},
+        400: {
+            "model": ErrorOut,
+            "description": "The body cannot be decoded, or the message exceeds MAX_MESSAGE_CHARS",
+        },
+        503: {
+            "model": ErrorOut,
+            "description": "The queue is down (the message is stored, the reply failed: retry "
+            "with the same Idempotency-Key), or the database is unavailable; see Retry-After",
+        },
     },
 )
 async def submit_message(
@@ -189,7 +206,7 @@ def _read(view: MessageView) -> MessageRead:
     return MessageRead.model_validate(view, from_attributes=True)
 
 
-@router.get("/messages/{message_id}", response_model=MessageRead)
+@router.get("/messages/{message_id}", response_model=MessageRead, responses=MESSAGE_NOT_FOUND)
 async def read_message(message_id: uuid.UUID, request: Request, auth: AuthDep) -> MessageRead:
     """A message; for a reply still generating, `content` is the text streamed so far (or,
     while Redis is unreachable, the text stored so far)."""
@@ -207,9 +224,17 @@ async def read_message(message_id: uuid.UUID, request: Request, auth: AuthDep) -
 @router.post(
     "/messages/{message_id}/cancel",
     response_model=MessageRead,
-    responses={
-        409: {"description": "The reply has already finished, or this is a user message"},
-        503: {"description": "Redis is unreachable: a running reply cannot be told to stop"},
+    responses=MESSAGE_NOT_FOUND
+    | {
+        409: {
+            "model": ErrorOut,
+            "description": "The reply has already finished, or this is a user message",
+        },
+        503: {
+            "model": ErrorOut,
+            "description": "Redis is unreachable (a running reply cannot be told to stop), or "
+            "the database is unavailable; see Retry-After",
+        },
     },
 )
 async def cancel_message(message_id: uuid.UUID, request: Request, auth: AuthDep) -> MessageRead:
@@ -233,20 +258,34 @@ async def cancel_message(message_id: uuid.UUID, request: Request, auth: AuthDep)
 @router.get(
     "/messages/{message_id}/stream",
     response_class=EventSourceResponse,
-    responses={
+    responses=MESSAGE_NOT_FOUND
+    | {
         200: {
             "content": {"text/event-stream": {}},
             "description": "`token` events, then one `done` or `error` event",
         },
-        400: {"description": "`Last-Event-ID` is not an event id of a reply stream"},
-        409: {"description": "A user message: only replies stream"},
+        400: {
+            "model": ErrorOut,
+            "description": "`Last-Event-ID` is not an event id of a reply stream",
+        },
+        409: {"model": ErrorOut, "description": "A user message: only replies stream"},
     },
 )
 async def stream_message(
     message_id: uuid.UUID,
     request: Request,
     auth: AuthDep,
-    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+    # A plain string, "" when absent: `str | None` would be documented as `anyOf [string, null]`,
+    # and a header cannot be null (schemathesis sends the text "null" for it).
+    last_event_id: Annotated[
+        str,
+        Header(
+            max_length=100,
+            # Documented, not enforced by FastAPI: _resume_point answers a bad id with 400
+            # (and also bounds each number, which a pattern cannot).
+            json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
+        ),
+    ] = "",
 ) -> EventSourceResponse:
     """Server-Sent Events for a reply, from the start or after `Last-Event-ID`."""
     reply = await auth.run(submission_service.get_streamable, message_id)

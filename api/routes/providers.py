@@ -7,12 +7,13 @@ from fastapi import APIRouter, Query
 
 from api.deps import AuthDep, current_user
 from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
+from api.schemas.responses import AUTHENTICATED, not_found
 from shared.errors import NotFound
 from shared.pricing import price_for
 from shared.providers.catalog import provider_configs
 from shared.usage.service import usage_service
 
-router = APIRouter(tags=["providers"])
+router = APIRouter(tags=["providers"], responses=AUTHENTICATED)
 
 
 @router.get("/providers", response_model=list[ProviderInfo])
@@ -31,7 +32,9 @@ async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
     ]
 
 
-@router.get("/providers/{provider}/models", response_model=list[ModelInfo])
+@router.get(
+    "/providers/{provider}/models", response_model=list[ModelInfo], responses=not_found("provider")
+)
 async def list_provider_models(provider: str, auth: AuthDep) -> list[ModelInfo]:
     await auth.run(current_user)
     config = provider_configs(auth.settings).get(provider)

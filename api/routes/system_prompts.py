@@ -11,12 +11,17 @@ from api.schemas.chats import (
     SystemPromptRead,
     SystemPromptUpdate,
 )
+from api.schemas.responses import AUTHENTICATED, BODY_ERRORS, not_found
 from shared.chats.service import system_prompt_service
 
-router = APIRouter(prefix="/system-prompts", tags=["system-prompts"])
+router = APIRouter(prefix="/system-prompts", tags=["system-prompts"], responses=AUTHENTICATED)
+
+PROMPT_NOT_FOUND = not_found("system prompt")
 
 
-@router.post("", response_model=SystemPromptRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=SystemPromptRead, status_code=status.HTTP_201_CREATED, responses=BODY_ERRORS
+)
 async def create_system_prompt(body: SystemPromptCreate, auth: AuthDep) -> object:
     return await auth.run(
         system_prompt_service.create,
@@ -32,12 +37,14 @@ async def list_system_prompts(auth: AuthDep, page: PageDep) -> object:
     return {"data": rows, "count": count}
 
 
-@router.get("/{prompt_id}", response_model=SystemPromptRead)
+@router.get("/{prompt_id}", response_model=SystemPromptRead, responses=PROMPT_NOT_FOUND)
 async def read_system_prompt(prompt_id: uuid.UUID, auth: AuthDep) -> object:
     return await auth.run(system_prompt_service.get, prompt_id)
 
 
-@router.patch("/{prompt_id}", response_model=SystemPromptRead)
+@router.patch(
+    "/{prompt_id}", response_model=SystemPromptRead, responses=BODY_ERRORS | PROMPT_NOT_FOUND
+)
 async def update_system_prompt(
     prompt_id: uuid.UUID, body: SystemPromptUpdate, auth: AuthDep
 ) -> object:
@@ -46,6 +53,6 @@ async def update_system_prompt(
     )
 
 
-@router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROMPT_NOT_FOUND)
 async def delete_system_prompt(prompt_id: uuid.UUID, auth: AuthDep) -> None:
     await auth.run(system_prompt_service.delete, prompt_id)

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from api.schemas.common import ReadModel, StrictModel
+from api.schemas.common import ReadModel, StrictBool, StrictModel
 
 
 class ChatCreate(StrictModel):
@@ -40,13 +40,13 @@ class ChatList(ReadModel):
 class SystemPromptCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     content: str = Field(min_length=1, max_length=100_000)
-    is_default: bool = False
+    is_default: StrictBool = False
 
 
 class SystemPromptUpdate(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     content: str | None = Field(default=None, min_length=1, max_length=100_000)
-    is_default: bool | None = None
+    is_default: StrictBool | None = None
 
 
 class SystemPromptRead(ReadModel):

@@ -3,9 +3,34 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from shared.pricing import format_cost
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("Input should be a valid integer")
+    return value  # lax int validation then refuses a fraction
+
+
+# Request fields whose JSON type the schema promises. Lax pydantic would take `0` or `0.0` for a
+# boolean and `false` for a number (FastAPI validates the decoded JSON as Python values, where
+# bool is an int): a client's type mistake would silently become a setting.
+StrictBool = Annotated[bool, Field(strict=True)]
+# For `Annotated[int, Field(ge=..., le=...), JSON_INTEGER]`: a JSON Schema integer, `100` or
+# `100.0`, never `true` or `"100"` (a strict int would refuse `100.0`, which the schema allows).
+# Bounds go before it: after it, pydantic documents them as `ge`/`le`, not `minimum`/`maximum`.
+JSON_INTEGER = BeforeValidator(_json_integer)
+# Strict float still takes JSON integers (`1` for 1.0), but no longer booleans.
+StrictFloat = Annotated[float, Field(strict=True)]
 
 # Costs keep 12 decimals; shown in plain notation ("0.000000035", never "3.5E-8").
 Cost = Annotated[Decimal, PlainSerializer(format_cost, return_type=str, when_used="json")]

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import Cost, StrictModel
+from api.schemas.common import JSON_INTEGER, Cost, StrictFloat, StrictModel
 
 
 class UsageRead(BaseModel):
@@ -46,8 +47,8 @@ class ChatRequest(StrictModel):
     message: str = Field(min_length=1)
     provider: str | None = Field(default=None, max_length=50)
     model: str | None = Field(default=None, max_length=100)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: Annotated[int, Field(ge=1, le=200_000), JSON_INTEGER] | None = None
 
 
 class SubmitAccepted(BaseModel):
