@@ -29,7 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0003_reliability"
+HEAD = "0004_admin_analytics"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
@@ -210,7 +210,7 @@ def test_head_matches_the_models(db_url: str, engine: sa.Engine) -> None:
             "idx_provider_models_provider",
             "ix_api_keys_user_id",
             "idx_provider_usage_user",
-            "idx_provider_usage_date",
+            "idx_provider_usage_created_brin",
             "ix_chats_user_created",
             "ix_messages_chat_created",
             "uq_messages_chat_idempotency",
