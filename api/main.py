@@ -11,7 +11,18 @@ from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
-from api.routes import auth, chats, health, messages, providers, system_prompts, users
+from api.routes import (
+    admin,
+    auth,
+    chats,
+    health,
+    messages,
+    metrics,
+    providers,
+    system_prompts,
+    users,
+)
+from api.routes.metrics import install_metrics
 from api.schemas.common import ErrorOut
 from shared.redis_client import async_redis
 from shared.settings import get_settings
@@ -51,7 +62,9 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
     install_error_handlers(app)
-    for module in (health, auth, users, chats, messages, system_prompts, providers):
+    # Outermost: it counts the answers of the error middleware too.
+    install_metrics(app)
+    for module in (health, auth, users, chats, messages, system_prompts, providers, metrics, admin):
         app.include_router(module.router)
     return app
 

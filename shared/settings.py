@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     PROVIDER_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0)
     PROVIDER_MAX_RETRIES: int = Field(default=2, ge=0, le=10)
     ANTHROPIC_DEFAULT_MAX_TOKENS: int = Field(default=4096, gt=0)
+    # Provider endpoints may be loopback or private addresses (a self-hosted Ollama or vLLM);
+    # false refuses them, for shared deployments. Cloud metadata and link-local addresses are
+    # refused either way (shared/providers/endpoints.py).
+    PROVIDER_ENDPOINTS_ALLOW_PRIVATE: bool = True
 
     # HTTP limits.
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, gt=0)
@@ -134,6 +138,10 @@ class Settings(BaseSettings):
     # Task events feed Flower's Tasks tab (its Broker tab shows queue lengths without them).
     # Each costs Redis publishes on the hot path, so they are opt-in.
     CELERY_TASK_EVENTS: bool = False
+    # Each worker process serves Prometheus metrics on its own port (two worker processes on
+    # one host need two ports); 0 serves none. The API serves /metrics to admins instead.
+    WORKER_METRICS_PORT: int = Field(default=0, ge=0, le=65535)
+    WORKER_METRICS_BIND_ADDRESS: str = "127.0.0.1"
 
     # Token channel and SSE.
     TOKEN_STREAM_TTL_SECONDS: int = Field(default=3600, gt=0)

@@ -137,6 +137,15 @@ def _warm_up(**_: object) -> None:
 
 
 @worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    settings = get_settings()
+    if settings.WORKER_METRICS_PORT:
+        from shared.metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings.WORKER_METRICS_BIND_ADDRESS, settings.WORKER_METRICS_PORT)
+
+
+@worker_init.connect
 def _make_psycopg2_cooperative(**_: object) -> None:
     # Under the gevent pool, psycopg2 would block every greenlet during a query.
     from gevent import monkey

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from sqlalchemy import and_, or_, select, update
 
+from shared import metrics
 from shared.channel import ReplyPublisher, TokenChannel
 from shared.db import DatabaseUnavailable, get_engine, retry_while_unavailable
 from shared.models import Chat, Message, ReplyStatus, SystemPrompt
@@ -122,12 +123,14 @@ def run_generation(
         outcomes.finish(claim, abandoned, channel, settings)
         return
     if claim.attempt > 1:
+        metrics.record_redelivery(claim.provider, "delivered_again")
         outcomes.safe(channel.restart, claim.reply_id, "the job was delivered again; restarting")
 
     publisher = channel.publisher(claim.reply_id)
     progress = Progress()
     try:
-        outcome = _stream(claim, publisher, settings, progress)
+        with metrics.in_flight(claim.provider).track_inprogress():
+            outcome = _stream(claim, publisher, settings, progress)
     except BaseException as exc:
         # A hard time limit (gevent.Timeout) or a worker shutdown: keep what was streamed.
         error = f"Generation stopped: {type(exc).__name__}"
@@ -266,6 +269,7 @@ def _stream(
         else:
             status, error = ReplyStatus.failed, SOFT_LIMIT_ERROR
     except ProviderError as exc:
+        metrics.record_provider_error(claim.provider, exc)
         status, error = ReplyStatus.failed, str(exc)
     finally:
         if events is not None:

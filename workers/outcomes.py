@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, func, insert, literal, select, update
 from sqlalchemy.sql import ColumnElement
 
+from shared import metrics
 from shared.channel import TokenChannel
 from shared.db import DatabaseUnavailable, get_engine, retry_while_unavailable
 from shared.models import Message, ProviderUsage, ReplyStatus
@@ -168,6 +169,7 @@ def _store(target: StoredFor, outcome: Outcome) -> bool:
                 return False
             # The chat was deleted meanwhile: the provider was still paid, so keep the
             # usage row (the billing record), detached from the deleted messages.
+        cost = _cost(target, usage)
         conn.execute(
             insert(ProviderUsage).values(
                 user_id=target.user_id,
@@ -181,12 +183,22 @@ def _store(target: StoredFor, outcome: Outcome) -> bool:
                 usage_estimated=usage.estimated if usage else False,
                 prompt_tokens_estimated=usage.prompt_estimated if usage else False,
                 completion_tokens_estimated=usage.completion_estimated if usage else False,
-                cost=_cost(target, usage),
+                cost=cost,
                 response_time_ms=outcome.elapsed_ms,
                 time_to_first_token_ms=outcome.ttft_ms,
                 status=outcome.status,
             )
         )
+    # After the commit: the metrics count exactly the usage rows stored.
+    metrics.record_generation(
+        target.provider,
+        target.model,
+        str(outcome.status),
+        usage,
+        cost,
+        outcome.ttft_ms,
+        outcome.elapsed_ms,
+    )
     return bool(updated)
 
 

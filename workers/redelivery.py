@@ -30,6 +30,7 @@ import redis
 from celery import Celery
 from sqlalchemy import func, or_, select, update
 
+from shared import metrics
 from shared.channel import TokenChannel
 from shared.db import get_engine
 from shared.models import Message, ReplyStatus
@@ -95,6 +96,7 @@ def requeue_lost(
     lost = [reply_id for reply_id, held in zip(ids, pipe.execute(), strict=True) if not held]
     for reply_id in lost:
         enqueue(reply_id, queue)  # sets the marker again
+        metrics.record_redelivery(queue, "requeued_lost")
     if lost:
         with engine.begin() as conn:
             conn.execute(
