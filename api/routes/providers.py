@@ -3,9 +3,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from api.deps import AuthDep, current_user
+from api.routes.admin.common import CSV_CONTENT, AnalyticsParamsDep, analytics_answer
+from api.schemas.admin import UsageAnalyticsReport
 from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
 from api.schemas.responses import AUTHENTICATED, not_found
 from shared.errors import NotFound
@@ -54,12 +57,30 @@ async def list_provider_models(provider: str, auth: AuthDep) -> list[ModelInfo]:
     return models
 
 
-@router.get("/usage", response_model=UsageReport, tags=["usage"])
+@router.get(
+    "/usage",
+    response_model=UsageReport | UsageAnalyticsReport,
+    tags=["usage"],
+    responses=CSV_CONTENT,
+)
 async def read_usage(
+    request: Request,
     auth: AuthDep,
+    params: AnalyticsParamsDep,
     days: Annotated[int, Query(ge=1, le=366, description="How many days back")] = 30,
-) -> UsageReport:
-    """Your requests, tokens and cost per day, provider and model (cost null when unpriced)."""
+) -> UsageReport | UsageAnalyticsReport | Response:
+    """Your requests, tokens and cost per day, provider and model (cost null when unpriced).
+
+    With any of `group_by`, `from`, `to`, `provider`, `model` or `status`, the report of
+    `GET /admin/usage` for your own rows instead (rates, percentiles; CSV with
+    `Accept: text/csv`), grouped by day, provider and model unless `group_by` says otherwise.
+    """
+    if params.given:
+        query = params.query(
+            default_group_by=("day", "provider", "model"), default_range=dt.timedelta(days=days)
+        )
+        groups = await auth.run(usage_service.analytics, query)
+        return analytics_answer(request, query, groups)
     since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
     rows = await auth.run(usage_service.daily, since=since)
     return UsageReport(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.orm import Session
 
 from shared.models import ProviderUsage, User
+from shared.usage.analytics import UsageGroup, UsageQuery, usage_analytics
 
 
 @dataclass(slots=True)
@@ -54,6 +55,10 @@ class UsageService:
             )
             for row in rows
         ]
+
+    def analytics(self, session: Session, user: User, query: UsageQuery) -> list[UsageGroup]:
+        """The admin analytics, restricted to this user's rows whatever the query says."""
+        return usage_analytics.report(session, replace(query, user_id=user.id))
 
 
 usage_service = UsageService()

@@ -1,0 +1,1 @@
+"""Operator features: who may use them, the users list, usage analytics across users."""
