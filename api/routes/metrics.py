@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AuthDep
+from api.schemas.common import ErrorOut
+from api.schemas.responses import AUTHENTICATED
 from shared import metrics
 from shared.errors import AppError
 from shared.models import User
@@ -36,9 +38,9 @@ def _require_admin(_session: Session, user: User) -> None:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
-        401: {"description": "No valid credential"},
-        403: {"description": "The caller is not an administrator"},
-    },
+        403: {"model": ErrorOut, "description": "The caller is not an administrator"},
+    }
+    | AUTHENTICATED,
 )
 async def read_metrics(auth: AuthDep) -> Response:
     """Every API metric and the depth of each provider queue, in Prometheus' text format."""

@@ -68,7 +68,11 @@ def test_metrics_are_for_admins_only(http):
     assert refused.status_code == 403
     assert "switchboard_" not in refused.text
 
-    scrape_api(http, admin_headers(http))
+    admin = admin_headers(http)
+    scrape_api(http, admin)
+    # What a Prometheus server is given: an admin's API key, which does not expire.
+    key = http.post("/auth/api-keys", json={"name": "prometheus"}, headers=admin).json()["key"]
+    scrape_api(http, {"Authorization": f"Bearer {key}"})
 
 
 def test_admin_scrape_shows_queue_depth_and_request_counts(http):
