@@ -31,6 +31,7 @@ from shared.providers.base import (
     UsageReport,
     merge_usage,
 )
+from shared.providers.endpoints import endpoint_refused, refusal_in
 from shared.providers.errors import (
     ProviderError,
     ProviderTimeout,
@@ -158,6 +159,9 @@ class AnthropicProvider(BaseProvider):
         if isinstance(exc, anthropic.APITimeoutError):
             return ProviderTimeout(f"timed out after {self.config.timeout:g}s", provider=name)
         if isinstance(exc, anthropic.APIConnectionError):
+            refusal = refusal_in(exc)
+            if refusal is not None:
+                return endpoint_refused(refusal, name)
             cls = StreamInterrupted if started else ProviderUnavailable
             return cls("could not connect" if not started else "connection lost", provider=name)
         if isinstance(exc, anthropic.APIStatusError):

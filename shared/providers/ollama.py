@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from shared.providers._http import (
@@ -34,6 +33,12 @@ from shared.providers.base import (
     UsageReport,
     merge_usage,
 )
+from shared.providers.endpoints import (
+    GuardedHTTPAdapter,
+    UnsafeEndpoint,
+    endpoint_refused,
+    private_endpoints_allowed,
+)
 from shared.providers.errors import (
     ProviderError,
     ProviderTimeout,
@@ -54,7 +59,13 @@ class OllamaProvider(BaseProvider):
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         self._session = requests.Session()
         # requests' default pool keeps 10 connections per host; a gevent worker holds hundreds.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=MAX_CONNECTIONS, max_retries=0)
+        # The guard checks the host's addresses on every new connection (SSRF, DNS rebinding).
+        adapter = GuardedHTTPAdapter(
+            allow_private=private_endpoints_allowed(),
+            pool_connections=4,
+            pool_maxsize=MAX_CONNECTIONS,
+            max_retries=0,
+        )
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         if self._secret:
@@ -90,6 +101,8 @@ class OllamaProvider(BaseProvider):
                 timeout=self._timeout,
                 allow_redirects=False,
             )
+        except UnsafeEndpoint as exc:
+            raise endpoint_refused(exc, name) from None
         except requests.Timeout:
             raise ProviderTimeout(
                 f"timed out after {self.config.timeout:g}s", provider=name
@@ -164,6 +177,8 @@ class OllamaProvider(BaseProvider):
             response = self._session.get(
                 f"{self._base}/api/tags", timeout=self._timeout, allow_redirects=False
             )
+        except UnsafeEndpoint as exc:
+            raise endpoint_refused(exc, self.config.name) from None
         except requests.Timeout:
             raise ProviderTimeout("timed out listing models", provider=self.config.name) from None
         except requests.RequestException as exc:

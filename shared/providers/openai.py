@@ -39,6 +39,12 @@ from shared.providers.base import (
     UsageReport,
     merge_usage,
 )
+from shared.providers.endpoints import (
+    GuardedTransport,
+    endpoint_refused,
+    private_endpoints_allowed,
+    refusal_in,
+)
 from shared.providers.errors import (
     ProviderError,
     ProviderTimeout,
@@ -62,8 +68,14 @@ def make_timeout(config: ProviderConfig) -> httpx2.Timeout:
 def make_http_client(config: ProviderConfig) -> httpx2.Client:
     return httpx2.Client(
         timeout=make_timeout(config),
-        limits=httpx2.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        # Every connection goes through the SSRF guard: the host's addresses are checked when
+        # the socket is opened, so a name re-pointed at cloud metadata is refused then too.
+        transport=GuardedTransport(
+            allow_private=private_endpoints_allowed(),
+            limits=httpx2.Limits(
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+            ),
         ),
         # The SDKs' own default client follows redirects; an upstream answering 307 could then
         # bounce a POST (key and prompt included) to an internal address. A 3xx becomes
@@ -181,6 +193,9 @@ class OpenAIProvider(BaseProvider):
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout(f"timed out after {self.config.timeout:g}s", provider=name)
         if isinstance(exc, openai.APIConnectionError):
+            refusal = refusal_in(exc)
+            if refusal is not None:
+                return endpoint_refused(refusal, name)
             cls = StreamInterrupted if started else ProviderUnavailable
             return cls("could not connect" if not started else "connection lost", provider=name)
         if isinstance(exc, openai.APIStatusError):
