@@ -1,4 +1,5 @@
-"""Helpers shared by the HTTP adapters: one status-to-error mapping, retry-after, redaction.
+"""Helpers shared by the HTTP adapters: one status-to-error mapping, retry-after, redaction,
+and the SSRF connection guard both client libraries connect through.
 
 Every adapter funnels SDK and HTTP failures through `map_http_error` so the same server answer
 becomes the same `ProviderError` whichever client library saw it.
@@ -8,10 +9,20 @@ from __future__ import annotations
 
 import email.utils
 import re
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import httpcore2
+import httpx2
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from shared.providers.endpoints import UnsafeEndpoint, check_resolved
 from shared.providers.errors import (
     ContextTooLong,
     InvalidModel,
@@ -169,3 +180,125 @@ def reported_count(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         return None
     return int(value)
+
+
+# -- SSRF connection guard: httpx2 (the openai and anthropic SDKs) --------------------------
+
+
+class GuardedNetworkBackend(httpcore2.SyncBackend):
+    """httpcore's socket backend, connecting only to checked addresses of the host."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self.allow_private = allow_private
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        try:
+            addresses = check_resolved(host, port, self.allow_private)
+        except OSError as exc:
+            raise httpcore2.ConnectError(str(exc)) from exc
+        last_error: Exception | None = None
+        # Tried in resolver order, as socket.create_connection would; TLS (started by the
+        # connection afterwards) still sends the original host as SNI.
+        for address in addresses:
+            try:
+                return super().connect_tcp(
+                    address, port, timeout, local_address, list(socket_options or ())
+                )
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+
+class GuardedTransport(httpx2.HTTPTransport):
+    """httpx2's transport over `GuardedNetworkBackend`. A refusal leaves as an
+    `httpx2.ConnectError` raised from the `UnsafeEndpoint`, which both SDKs wrap alike
+    (`APIConnectionError`); find it with `refusal_in`."""
+
+    def __init__(self, *, allow_private: bool, limits: httpx2.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedNetworkBackend(allow_private=allow_private),
+        )
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return super().handle_request(request)
+        except UnsafeEndpoint as exc:
+            raise httpx2.ConnectError(f"endpoint refused: {exc.reason}", request=request) from exc
+
+
+# -- requests / urllib3 (the ollama adapter) --------------------------------------------------
+
+
+class _GuardedConnectionMixin:
+    allow_private: bool = True
+    _dns_host: str
+    port: int
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            addresses = check_resolved(self._dns_host, self.port, self.allow_private)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self._dns_host, self, exc) from exc  # type: ignore[arg-type]
+        name = self._dns_host
+        last_error: Exception | None = None
+        try:
+            for address in addresses:
+                # urllib3 connects to `_dns_host`; `host` (SNI, certificate check, Host header)
+                # is read after the socket is open, when the name is back in place.
+                self._dns_host = address
+                try:
+                    return super()._new_conn()  # type: ignore[misc,no-any-return]
+                except (NewConnectionError, ConnectTimeoutError) as exc:
+                    last_error = exc
+        finally:
+            self._dns_host = name
+        assert last_error is not None
+        raise last_error
+
+
+def _connection_classes(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
+    attrs = {"allow_private": allow_private}
+    http_conn = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection), attrs)
+    https_conn = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection), attrs)
+    http_pool = type(
+        "GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}
+    )
+    https_pool = type(
+        "GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}
+    )
+    return {"http": http_pool, "https": https_pool}
+
+
+_POOL_CLASSES = {policy: _connection_classes(policy) for policy in (True, False)}
+
+
+class GuardedHTTPAdapter(HTTPAdapter):
+    """requests' adapter whose connections connect only to checked addresses. Proxies from the
+    environment are not used: a proxy resolves the name itself, out of reach of the check."""
+
+    __attrs__ = [*HTTPAdapter.__attrs__, "allow_private"]
+
+    def __init__(self, *, allow_private: bool, **kwargs: Any) -> None:
+        self.allow_private = allow_private  # read by init_poolmanager, called by __init__
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES[self.allow_private]
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        kwargs["proxies"] = {}
+        return super().send(request, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from shared.providers.base import ProviderConfig
+from shared.providers.endpoints import UnsafeEndpoint, check_endpoint_url
 from shared.settings import InvalidSettings, Settings
 
 # Why a built-in provider is disabled, for start-up messages.
@@ -29,6 +30,7 @@ def configured_providers(settings: Settings) -> dict[str, ProviderConfig]:
     }
     defaults = settings.default_models
     configs: dict[str, ProviderConfig] = {}
+    _check_endpoints(settings)
 
     if settings.ECHO_ENABLED:
         configs["echo"] = ProviderConfig(
@@ -144,6 +146,26 @@ def check_default_provider(settings: Settings) -> None:
             f"{problem}. Requests that name no provider go to DEFAULT_PROVIDER; set it to a "
             "configured, enabled provider."
         )
+
+
+def _check_endpoints(settings: Settings) -> None:
+    """Refuse endpoint settings the SSRF policy refuses (shared/providers/endpoints.py), so a
+    bad value stops the process at start-up instead of failing each reply. Names are not
+    resolved here (DNS at start-up may not be ready); the connection guard checks them on
+    every connect. The value is not quoted: it may carry a password in its userinfo."""
+    endpoints = {
+        "OLLAMA_API_URL": settings.OLLAMA_API_URL,
+        "OPENAI_API_BASE": settings.OPENAI_API_BASE,
+    }
+    if settings.ANTHROPIC_BASE_URL:
+        endpoints["ANTHROPIC_BASE_URL"] = settings.ANTHROPIC_BASE_URL
+    for compatible in settings.OPENAI_COMPATIBLE_PROVIDERS:
+        endpoints[f"OPENAI_COMPATIBLE_PROVIDERS ({compatible.name}) base_url"] = compatible.base_url
+    for setting, url in endpoints.items():
+        try:
+            check_endpoint_url(url, allow_private=settings.PROVIDER_ENDPOINTS_ALLOW_PRIVATE)
+        except UnsafeEndpoint as exc:
+            raise InvalidSettings(f"{setting}: endpoint refused: {exc.reason}") from None
 
 
 def _has_key(key: SecretStr | None) -> bool:

@@ -17,6 +17,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from shared.providers._http import (
     CONNECT_TIMEOUT_CAP,
     MAX_CONNECTIONS,
+    GuardedHTTPAdapter,
     error_fields,
     map_http_error,
     parse_retry_after,
@@ -34,7 +35,6 @@ from shared.providers.base import (
     merge_usage,
 )
 from shared.providers.endpoints import (
-    GuardedHTTPAdapter,
     UnsafeEndpoint,
     endpoint_refused,
     private_endpoints_allowed,

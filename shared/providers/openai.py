@@ -23,6 +23,7 @@ from shared.providers._http import (
     CONNECT_TIMEOUT_CAP,
     MAX_CONNECTIONS,
     MAX_KEEPALIVE_CONNECTIONS,
+    GuardedTransport,
     error_fields,
     map_http_error,
     parse_retry_after,
@@ -40,7 +41,6 @@ from shared.providers.base import (
     merge_usage,
 )
 from shared.providers.endpoints import (
-    GuardedTransport,
     endpoint_refused,
     private_endpoints_allowed,
     refusal_in,

@@ -229,3 +229,62 @@ def test_a_name_that_does_not_resolve_yet_is_accepted_on_save(
     # The connection guard checks it when the worker connects.
     url = "https://not-yet-in-dns.example/v1"
     assert check_endpoint_url(url, allow_private=False, resolve_names=True) == url
+
+
+# -- endpoints from the environment ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variables", "setting", "reason"),
+    [
+        ({"OLLAMA_API_URL": "http://169.254.169.254"}, "OLLAMA_API_URL", METADATA),
+        ({"OPENAI_API_BASE": "http://0xa9fea9fe/v1"}, "OPENAI_API_BASE", METADATA),
+        ({"ANTHROPIC_BASE_URL": "http://metadata.google.internal"}, "ANTHROPIC_BASE_URL", METADATA),
+        (
+            {
+                "OPENAI_COMPATIBLE_PROVIDERS": '[{"name": "vllm", "models": ["m"], '
+                '"base_url": "http://user:hunter2@[fe80::1]/v1"}]'
+            },
+            "OPENAI_COMPATIBLE_PROVIDERS (vllm) base_url",
+            LINK_LOCAL,
+        ),
+        (
+            {
+                "OLLAMA_API_URL": "http://10.0.0.5:11434",
+                "PROVIDER_ENDPOINTS_ALLOW_PRIVATE": "false",
+            },
+            "OLLAMA_API_URL",
+            "private address",
+        ),
+    ],
+)
+def test_unsafe_endpoint_in_the_environment_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], setting: str, reason: str
+) -> None:
+    from shared.settings import InvalidSettings, get_settings
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidSettings) as info:
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    message = str(info.value)
+    assert message.startswith(f"{setting}: endpoint refused: the host is ")
+    assert reason in message
+    assert "hunter2" not in message
+
+
+def test_safe_endpoints_in_the_environment_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.providers.catalog import configured_providers
+    from shared.settings import Settings
+
+    settings = Settings(
+        OLLAMA_API_URL="http://127.0.0.1:11434", OPENAI_API_BASE="https://api.openai.com/v1"
+    )
+    configs = configured_providers(settings)
+    # The configured value is kept as written; only the check is applied.
+    assert configs["ollama"].api_endpoint == "http://127.0.0.1:11434"
