@@ -3,6 +3,7 @@
     switchboard migrate                      # alembic upgrade head, from any directory
     switchboard create-admin --email E       # password: --password, $SWITCHBOARD_ADMIN_PASSWORD
                                              # or prompted; creates the user or promotes it
+    switchboard rotate-keys                  # re-encrypt stored provider keys (newest key)
     switchboard dev                          # API + all-queues worker + Flower (shared/devserver)
     switchboard worker -Q openai             # a Celery worker for some or all provider queues
 
@@ -215,6 +216,60 @@ def _create_admin_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# rotate-keys
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+    from sqlalchemy.orm import Session
+
+    from shared.db import make_engine
+    from shared.models.provider import ProviderConfigRow
+    from shared.providers.keys import InvalidKeyToken, ProviderKeyBox, ProviderKeysUnavailable
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    box = ProviderKeyBox.from_settings(settings)
+    if not box.available:
+        raise CommandError(str(ProviderKeysUnavailable()))
+    engine = make_engine(settings.DATABASE_URL, pool_size=1, max_overflow=0)
+    try:
+        # One transaction: either every stored key is under the newest secret key, or (one
+        # token no configured key opens) none was touched and the old secret still works.
+        with Session(engine) as session, session.begin():
+            rows = session.scalars(
+                select(ProviderConfigRow)
+                .where(ProviderConfigRow.api_key_encrypted.is_not(None))
+                .order_by(ProviderConfigRow.provider_name)
+                .with_for_update()
+            ).all()
+            unreadable = []
+            for row in rows:
+                try:
+                    row.api_key_encrypted = box.rotate(row.api_key_encrypted or "")
+                except InvalidKeyToken:
+                    unreadable.append(row.provider_name)
+            if unreadable:
+                raise CommandError(
+                    "no key in PROVIDER_KEYS_SECRET decrypts the stored key of "
+                    f"{', '.join(unreadable)}: nothing was rotated (put back the key that "
+                    "encrypted it, after the new one, and run rotate-keys again)"
+                )
+            rotated = len(rows)
+    except (OperationalError, ProgrammingError) as exc:
+        raise CommandError(
+            "cannot update provider_configs; has the database been migrated "
+            f"(switchboard migrate)? {type(exc.orig).__name__}"
+        ) from None
+    finally:
+        engine.dispose()
+    print(f"Rotated {rotated} stored provider key(s) to the newest PROVIDER_KEYS_SECRET key.")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry and entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -228,6 +283,10 @@ COMMANDS: dict[str, Command] = {
         help="create an admin user, or promote an existing user to admin",
         run=cmd_create_admin,
         add_arguments=_create_admin_arguments,
+    ),
+    "rotate-keys": Command(
+        help="re-encrypt every stored provider key under the newest PROVIDER_KEYS_SECRET key",
+        run=cmd_rotate_keys,
     ),
     "dev": Command(
         help="start API, an all-queues worker and Flower on embedded defaults (Ctrl-C stops)",

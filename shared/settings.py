@@ -46,6 +46,16 @@ class MissingSecretKey(InvalidSettings):
         )
 
 
+class MissingProviderKeysSecret(InvalidSettings):
+    def __init__(self) -> None:
+        super().__init__(
+            "PROVIDER_KEYS_SECRET is not set: production stores provider keys encrypted with "
+            'it. Generate one with `python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"` and set it in the environment or .env '
+            "(docs/admin.md, Provider keys)."
+        )
+
+
 class CompatibleProviderSettings(BaseModel):
     """One OpenAI-compatible server (vLLM, LM Studio, Groq, OpenRouter...), configured as JSON."""
 
@@ -82,6 +92,11 @@ class Settings(BaseSettings):
     # on its own, per client IP and per email; 0 turns that limit off.
     AUTH_RATE_LIMIT_PER_IP_PER_MINUTE: int = Field(default=30, ge=0)
     AUTH_RATE_LIMIT_PER_ACCOUNT_PER_MINUTE: int = Field(default=10, ge=0)
+
+    # Encrypts the provider keys stored in provider_configs: one or more comma-separated
+    # Fernet keys, newest first (the first encrypts, all decrypt, so a key can be rotated;
+    # see `switchboard rotate-keys`). Required in production.
+    PROVIDER_KEYS_SECRET: SecretStr | None = None
 
     # Providers (the plan's Phase 4 names and defaults).
     OLLAMA_API_URL: str = "http://ollama:11434"
@@ -199,6 +214,12 @@ class Settings(BaseSettings):
                 f"OPENAI_COMPATIBLE_PROVIDERS: names must be unique and not a built-in "
                 f"provider's ({', '.join(BUILT_IN_PROVIDERS)}); repeated: {', '.join(taken)}"
             )
+        if self.PROVIDER_KEYS_SECRET is not None:
+            from shared.providers.keys import check_keys_secret
+
+            # Refused here, in every environment: a malformed secret would only show when
+            # the first key is stored or read.
+            check_keys_secret(self.PROVIDER_KEYS_SECRET.get_secret_value())
         if not self.TASK_SOFT_TIME_LIMIT < self.TASK_TIME_LIMIT < self.BROKER_VISIBILITY_TIMEOUT:
             raise ValueError(
                 "need TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < BROKER_VISIBILITY_TIMEOUT"
@@ -241,6 +262,8 @@ def get_settings() -> Settings:
     from shared.providers.catalog import check_default_provider
 
     check_default_provider(settings)
+    if settings.ENVIRONMENT == "production" and settings.PROVIDER_KEYS_SECRET is None:
+        raise MissingProviderKeysSecret()
     return settings
 
 

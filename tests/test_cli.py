@@ -18,7 +18,7 @@ from shared.security import hash_password, verify_password
 from shared.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0004_admin_analytics"
+HEAD = "0005_provider_runtime_columns"
 PASSWORD = "s3cret-admin-pw!"
 
 

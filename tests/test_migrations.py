@@ -29,7 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0004_admin_analytics"
+HEAD = "0005_provider_runtime_columns"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
@@ -488,3 +488,38 @@ def test_offline_sql_for_postgresql_seeds_without_api_keys(legacy_settings: None
     assert f"UPDATE chats SET model_name='{LEGACY_MODEL}'" in sql
     assert "INSERT INTO provider_models" in sql
     assert "sk-test-secret-never-stored" not in sql
+
+
+def test_0005_marks_existing_providers_as_environment_rows_with_their_adapter(
+    db_url: str, engine: sa.Engine
+) -> None:
+    upgrade(db_url, "0004_admin_analytics")
+    with engine.begin() as conn:
+        # A compatible server's row, as a deployment's own seeding might have written it.
+        insert(conn, "provider_configs", provider_name="vllm", is_enabled=True)
+    upgrade(db_url, "0005_provider_runtime_columns")
+    with engine.connect() as conn:
+        found = {
+            r.provider_name: (r.adapter, r.source, r.display_name, r.api_key_encrypted)
+            for r in rows(
+                conn,
+                "SELECT provider_name, adapter, source, display_name, api_key_encrypted"
+                " FROM provider_configs",
+            )
+        }
+    assert found == {
+        "ollama": ("ollama", "environment", None, None),
+        "anthropic": ("anthropic", "environment", None, None),
+        "openai": ("openai", "environment", None, None),
+        "vllm": ("openai_compatible", "environment", None, None),
+    }
+    # Only the two sources exist.
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE provider_configs SET source = 'plugin'"))
+
+    downgrade(db_url, "0004_admin_analytics")
+    assert columns(engine, "provider_configs").isdisjoint(
+        {"adapter", "source", "display_name", "api_key_encrypted"}
+    )
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM provider_configs")) == 4

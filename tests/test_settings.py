@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from shared.settings import MissingSecretKey, Settings
@@ -91,6 +92,9 @@ def test_the_api_does_not_start_without_a_secret_key(tmp_path, environment):
             ENVIRONMENT=environment,
             DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}",
             REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+            # Production also needs this one (tests/test_provider_keys.py); here only
+            # SECRET_KEY is missing.
+            PROVIDER_KEYS_SECRET=Fernet.generate_key().decode(),
         ),
         capture_output=True,
         text=True,

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
     false,
@@ -30,14 +32,38 @@ Money = Numeric(10, 6)
 ExactMoney = Numeric(20, 12)
 
 
+# Providers named after their adapter; any other name configured without an adapter can only
+# be an OpenAI-compatible server (the rule migration 0005 backfilled existing rows with).
+NAMED_ADAPTERS = ("ollama", "anthropic", "openai", "echo")
+
+
+def _adapter_for_name(context: Any) -> str:
+    name = context.get_current_parameters().get("provider_name")
+    return name if name in NAMED_ADAPTERS else "openai_compatible"
+
+
 class ProviderConfigRow(Timestamps, Base):
     """The plan's `provider_configs` (`ProviderConfig` is taken by the adapter config)."""
 
     __tablename__ = "provider_configs"
-    __table_args__ = (Index("idx_provider_configs_name", "provider_name"),)
+    __table_args__ = (
+        Index("idx_provider_configs_name", "provider_name"),
+        CheckConstraint("source IN ('environment', 'admin')", name="ck_provider_configs_source"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider_name: Mapped[str] = mapped_column(String(50), unique=True)
+    # The provider class serving this row: openai_compatible, ollama, anthropic, openai or an
+    # installed plugin's entry-point name.
+    adapter: Mapped[str] = mapped_column(String(50), default=_adapter_for_name)
+    # environment: refreshed from the settings at each start (its key stays in the env);
+    # admin: created through the admin API, fully editable.
+    source: Mapped[str] = mapped_column(
+        String(20), default="environment", server_default="environment"
+    )
+    display_name: Mapped[str | None] = mapped_column(String(100))
+    # A Fernet token from shared.providers.keys.ProviderKeyBox, never the key in clear.
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
     is_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     api_endpoint: Mapped[str | None] = mapped_column(String(255))
     default_model: Mapped[str | None] = mapped_column(String(100))
