@@ -10,7 +10,6 @@ caught by `UnexpectedErrorMiddleware`, which answers a JSON 500 and does not re-
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -23,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.limits import BodyTooLarge, payload_too_large_body
+from api.limits import BodyTooLarge, payload_too_large_body, send_json_response
 from shared.db import DatabaseUnavailable, is_database_unavailable
 from shared.errors import AppError
 
@@ -139,18 +138,7 @@ class UnexpectedErrorMiddleware:
         except Exception as exc:
             log.error("unhandled error", exc_info=exc)
             if not started:
-                body = json.dumps(_internal_error_body()).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_json_response(send, 500, _internal_error_body())
             elif not completed:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 

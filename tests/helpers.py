@@ -88,3 +88,17 @@ def add_queued_reply(
     session.add(reply)
     session.flush()
     return reply.id
+
+
+def stream_events(reply_id: object) -> list[str]:
+    """The event names in a reply's Redis stream, oldest first."""
+    import redis
+
+    from shared.channel import stream_key
+    from tests.conftest import TEST_REDIS_URL
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    try:
+        return [fields["event"] for _id, fields in client.xrange(stream_key(reply_id))]
+    finally:
+        client.close()

@@ -24,12 +24,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from shared.channel import ReplyPublisher, TokenChannel, stream_key
+from shared.channel import ReplyPublisher, TokenChannel
 from shared.db import make_engine, session_scope
 from shared.models import Message, ProviderUsage
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.e2e.harness import REPO, base_env
-from tests.helpers import add_queued_reply, recreate_migrated_database
+from tests.helpers import add_queued_reply, recreate_migrated_database, stream_events
 from tests.servers import private_postgres
 from workers.generation import run_generation
 from workers.outcomes import spool_key
@@ -49,14 +49,6 @@ def _stored(session: Session, reply_id: uuid.UUID) -> tuple[Message, int]:
         select(func.count()).select_from(ProviderUsage).where(ProviderUsage.message_id == reply_id)
     )
     return reply, usage_rows or 0
-
-
-def _events(reply_id: uuid.UUID) -> list[str]:
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    try:
-        return [fields["event"] for _id, fields in client.xrange(stream_key(reply_id))]
-    finally:
-        client.close()
 
 
 def _terminate_other_backends(database_url: str) -> int:
@@ -109,7 +101,7 @@ def _check_stored_once(reply_id: uuid.UUID) -> None:
         reply, usage_rows = _stored(session, reply_id)
         assert (reply.status, reply.content, reply.attempts) == ("completed", ECHOED, 1)
         assert usage_rows == 1
-    assert _events(reply_id).count("done") == 1
+    assert stream_events(reply_id).count("done") == 1
 
 
 def test_backends_terminated_between_claim_and_finish_still_store_the_reply_once(reply_id):
@@ -248,5 +240,5 @@ def test_database_down_while_a_reply_finishes_stores_it_later_once(
         # Stored from the first generation; no second claim (attempts), no second provider call.
         assert (reply.status, reply.content, reply.attempts) == ("completed", ECHOED, 1)
         assert usage_rows == 1
-    events = _events(reply_id)
+    events = stream_events(reply_id)
     assert events.count("done") == 1 and "reset" not in events

@@ -8,12 +8,11 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from shared.channel import TokenChannel, stream_key
+from shared.channel import TokenChannel
 from shared.db import session_scope
 from shared.models import Chat, Message, ProviderUsage, SystemPrompt
 from shared.settings import get_settings
-from tests.conftest import TEST_REDIS_URL
-from tests.helpers import add_queued_reply
+from tests.helpers import add_queued_reply, stream_events
 from workers.generation import run_generation
 
 
@@ -40,21 +39,13 @@ def _usage_rows(reply_id: uuid.UUID) -> int:
         )
 
 
-def _events(reply_id: uuid.UUID) -> list[str]:
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    try:
-        return [fields["event"] for _id, fields in client.xrange(stream_key(reply_id))]
-    finally:
-        client.close()
-
-
 def test_a_job_delivered_twice_generates_once(reply_id):
     run_generation(reply_id)
     run_generation(reply_id)  # a duplicate delivery finds the reply finished and does nothing
     reply = _reply(reply_id)
     assert (reply.status, reply.content, reply.attempts) == ("completed", "Echo: say this back", 1)
     assert _usage_rows(reply_id) == 1
-    assert _events(reply_id).count("done") == 1
+    assert stream_events(reply_id).count("done") == 1
 
 
 def test_delivery_cap_fails_a_job_that_keeps_killing_its_worker(reply_id):
@@ -67,7 +58,7 @@ def test_delivery_cap_fails_a_job_that_keeps_killing_its_worker(reply_id):
     reply = _reply(reply_id)
     assert reply.status == "failed"
     assert f"after {limit} deliveries" in reply.error
-    assert _events(reply_id) == ["error"]
+    assert stream_events(reply_id) == ["error"]
 
 
 def test_a_live_lease_is_not_taken_over(reply_id):

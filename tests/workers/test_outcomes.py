@@ -14,17 +14,17 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from shared.channel import TokenChannel, stream_key
+from shared.channel import TokenChannel
 from shared.db import get_engine, session_scope
 from shared.models import Chat, Message, ProviderUsage, ReplyStatus
 from shared.models.base import utcnow
 from shared.providers.base import Usage
 from shared.settings import get_settings
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from tests.helpers import add_queued_reply
+from tests.helpers import add_queued_reply, stream_events
 from workers import outcomes
 from workers.generation import _claim, run_generation
-from workers.outcomes import Outcome, StoredFor
+from workers.outcomes import Outcome
 
 QUESTION = "say this back"
 
@@ -55,25 +55,6 @@ def _usage_rows(**where: object) -> list[ProviderUsage]:
         return list(session.scalars(query))
 
 
-def _events(reply_id: uuid.UUID) -> list[str]:
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    try:
-        return [fields["event"] for _id, fields in client.xrange(stream_key(reply_id))]
-    finally:
-        client.close()
-
-
-def _target(claim: object) -> StoredFor:
-    return StoredFor(
-        claim.reply_id,  # type: ignore[attr-defined]
-        claim.chat_id,  # type: ignore[attr-defined]
-        claim.user_id,  # type: ignore[attr-defined]
-        claim.attempt,  # type: ignore[attr-defined]
-        claim.provider,  # type: ignore[attr-defined]
-        claim.model,  # type: ignore[attr-defined]
-    )
-
-
 def _completed(text: str) -> Outcome:
     return Outcome(ReplyStatus.completed, text, Usage(10, 3), finish_reason="stop")
 
@@ -83,7 +64,7 @@ def test_a_store_repeated_after_its_commit_answer_was_lost_bills_once(reply_id):
     # retry must recognise its own result instead of failing or adding a usage row.
     claim = _claim(reply_id, get_settings())
     assert claim is not None
-    target = _target(claim)
+    target = claim
     assert outcomes._store(target, _completed("the answer")) is True
     assert outcomes._store(target, _completed("the answer")) is True
     reply = _reply(reply_id)
@@ -103,12 +84,12 @@ def test_a_delivery_taken_over_by_a_later_one_stores_nothing(reply_id, channel):
     outcomes.finish(first, _completed("from the first delivery"), channel, settings)
     assert _reply(reply_id).status == "running"
     assert _usage_rows(message_id=reply_id) == []
-    assert "done" not in _events(reply_id)
+    assert "done" not in stream_events(reply_id)
 
     outcomes.finish(second, _completed("from the second delivery"), channel, settings)
     assert _reply(reply_id).content == "from the second delivery"
     assert len(_usage_rows(message_id=reply_id)) == 1
-    assert _events(reply_id).count("done") == 1
+    assert stream_events(reply_id).count("done") == 1
 
 
 def test_a_reply_whose_chat_was_deleted_meanwhile_keeps_its_usage(reply_id, channel):
@@ -126,7 +107,7 @@ def test_a_reply_whose_chat_was_deleted_meanwhile_keeps_its_usage(reply_id, chan
         (None, None, "cancelled", 1)
     ]
     # Deleting the chat already ended the readers' streams (shared/channel.py).
-    assert "done" not in _events(reply_id)
+    assert "done" not in stream_events(reply_id)
 
 
 def test_a_spooled_outcome_is_stored_by_the_next_delivery_without_generating(reply_id, channel):
@@ -141,7 +122,7 @@ def test_a_spooled_outcome_is_stored_by_the_next_delivery_without_generating(rep
         elapsed_ms=40,
     )
     # What finish() leaves behind when the database stayed away for FINISH_RETRY_SECONDS.
-    outcomes._spool(channel, _target(claim), partial)
+    outcomes._spool(channel, claim, partial)
 
     run_generation(reply_id, channel=channel)
     reply = _reply(reply_id)
@@ -152,7 +133,7 @@ def test_a_spooled_outcome_is_stored_by_the_next_delivery_without_generating(rep
     assert (usage.prompt_tokens_estimated, usage.completion_tokens_estimated) == (False, True)
     assert (usage.time_to_first_token_ms, usage.response_time_ms) == (5, 40)
     assert channel.client.get(outcomes.spool_key(reply_id)) is None
-    assert _events(reply_id) == ["done"]
+    assert stream_events(reply_id) == ["done"]
 
 
 # The database's clock, one hour ahead of this host's: leases must follow the database.
