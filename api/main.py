@@ -24,6 +24,7 @@ from api.routes import (
 )
 from api.routes.metrics import install_metrics
 from api.schemas.common import ErrorOut
+from shared.providers.directory import provider_directory
 from shared.redis_client import async_redis
 from shared.settings import get_settings
 
@@ -40,9 +41,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     # Clients are built here, never at import time.
     app.state.redis = async_redis(settings.REDIS_URL)
+    # The provider tables: synced with the settings, read, and watched for admins' changes.
+    await to_thread.run_sync(provider_directory.start, settings)
     try:
         yield
     finally:
+        await to_thread.run_sync(provider_directory.stop)
         await app.state.redis.aclose()
 
 

@@ -40,7 +40,8 @@ def worker_command(
     concurrency: int | None,
     extra: list[str] | None = None,
 ) -> list[str]:
-    names = queues or list(provider_configs(settings))
+    # Without -Q the worker consumes every provider queue, admins' new ones included.
+    selected = ["-Q", ",".join(queues)] if queues else []
     return [
         sys.executable,
         "-m",
@@ -52,8 +53,7 @@ def worker_command(
         "gevent",
         "-c",
         str(concurrency or settings.WORKER_CONCURRENCY),
-        "-Q",
-        ",".join(names),
+        *selected,
         "--loglevel=INFO",
         *(extra or []),
     ]

@@ -220,11 +220,10 @@ def register_queue_depth(
 
 
 def provider_queue_names() -> list[str]:
-    """Every provider queue this deployment declares."""
-    from shared.providers.catalog import provider_configs
-    from shared.settings import get_settings
+    """Every provider queue of the current catalog (it follows admins' changes)."""
+    from shared.providers.directory import current_catalog
 
-    return list(provider_configs(get_settings()))
+    return list(current_catalog().configs)
 
 
 _broker_client: redis.Redis | None = None

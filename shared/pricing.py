@@ -1,7 +1,9 @@
-"""What a call cost, in exact decimals.
+"""What a call cost, in exact decimals, and the shipped price list.
 
-Prices are USD list prices per 1,000 tokens at time of writing (from anthropic.com/pricing
-and openai.com/api/pricing); update the table when providers change them. A model with no
+The price list seeds `provider_models` prices when the environment sync first adds a model;
+from then on the row is the price (admins edit it; see shared/providers/snapshot.py), and a
+change applies to usage recorded after it. Prices are USD list prices per 1,000 tokens at
+time of writing (from anthropic.com/pricing and openai.com/api/pricing). A model with no
 entry has no price: `cost_of` then returns None, never a made-up zero.
 
 Local providers (`ollama`, and the `echo` demo) are priced at exactly zero on purpose: the
@@ -56,8 +58,8 @@ PRICES: dict[str, dict[str, ModelPrice]] = {
 }
 
 
-def price_for(provider: str, model: str) -> ModelPrice | None:
-    """The price of `model` on `provider` (a provider name), or None when unknown."""
+def seed_price(provider: str, model: str) -> ModelPrice | None:
+    """The shipped price of `model` on `provider` (a provider name), or None when unknown."""
     if provider in FREE_PROVIDERS:
         return FREE
     return PRICES.get(provider, {}).get(model)

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     QUEUED_REPLY_TIMEOUT_SECONDS: int = Field(default=600, gt=0)
     # How often a worker checks its replies' stop flags and deadlines (cancel latency).
     CANCEL_CHECK_INTERVAL_SECONDS: float = Field(default=0.5, gt=0)
+    # How often each process checks the provider tables' version even without a change
+    # notice (pub/sub drops notices while a subscriber reconnects).
+    PROVIDER_CATALOG_CHECK_SECONDS: float = Field(default=1.0, gt=0, le=60)
     # Context window assumed for a model whose provider_models row has no max_context_length.
     DEFAULT_CONTEXT_TOKENS: int = Field(default=8192, gt=0)
     # Task events feed Flower's Tasks tab (its Broker tab shows queue lengths without them).

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from shared import cli
 from shared.security import hash_password, verify_password
 from shared.settings import get_settings
+from tests.test_migrations import HEAD
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0005_provider_runtime_columns"
 PASSWORD = "s3cret-admin-pw!"
 
 

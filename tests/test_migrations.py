@@ -29,11 +29,11 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0005_provider_runtime_columns"
+HEAD = "0006_provider_catalog"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
-ADDED_TABLES = {"provider_configs", "provider_models", "provider_usage", "api_keys"}
+ADDED_TABLES = {"provider_configs", "provider_models", "provider_usage", "api_keys", "provider_catalog"}
 ADDED_CHAT_COLUMNS = {"provider_name", "model_name"}
 ADDED_MESSAGE_COLUMNS = {
     "status",
@@ -257,8 +257,8 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
         for message_id, (chat_id, role, content) in old_messages.items():
             insert(conn, "messages", id=message_id, chat_id=chat_id, role=role, content=content)
 
-    # --- upgrade: backfill and seed ------------------------------------------------------
-    upgrade(db_url, "head")
+    # --- upgrade: backfill and seed (0002), before 0006 drops the seeded models -----------
+    upgrade(db_url, "0005_provider_runtime_columns")
     with engine.connect() as conn:
         chats = rows(conn, "SELECT title, provider_name, model_name FROM chats ORDER BY title")
         assert [tuple(r) for r in chats] == [
@@ -325,6 +325,16 @@ def test_rollback_promise(db_url: str, engine: sa.Engine, legacy_settings: None)
             rows(conn, "SELECT * FROM provider_models")
         )
         assert "sk-test-secret-never-stored" not in dump
+
+    # 0006: the seeded models had no prices and were never read; the environment sync at the
+    # next start writes them again, and "enabled" is the admins' flag from now on.
+    upgrade(db_url, "head")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM provider_models")) == 0
+        assert {r.is_enabled for r in rows(conn, "SELECT is_enabled FROM provider_configs")} == {
+            True
+        }
+        assert rows(conn, "SELECT id, version FROM provider_catalog") == [(1, 0)]
 
     # --- the multi-provider service writes new-style rows ---------------------------------
     chat_new, question, answer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()

@@ -1,7 +1,13 @@
 """The Celery app: one queue per provider, named after it.
 
-celery -A workers.celery_app worker -P gevent -Q anthropic     # one provider
-switchboard worker                                              # every queue
+celery -A workers.celery_app worker -P gevent -Q anthropic     # one provider, for good
+switchboard worker                                              # every queue, as they come
+
+A worker started without -Q consumes every provider's queue, including those an admin adds
+later: it starts consuming a new provider's queue when its catalog shows it (within
+PROVIDER_CATALOG_CHECK_SECONDS). A worker started with -Q stays on its queues. Queues missing
+from `task_queues` are created as Celery creates missing queues: a direct exchange named
+after the queue, the same layout as the declared ones.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import Celery
@@ -16,6 +23,7 @@ from celery.signals import worker_init, worker_ready
 from kombu import Exchange, Queue
 
 from shared.providers.catalog import provider_configs
+from shared.providers.directory import Catalog, current_catalog, provider_directory
 from shared.redis_client import CONNECT_TIMEOUT_SECONDS, MAX_CONNECTIONS, sync_redis
 from shared.settings import Settings, get_settings
 from workers.outcomes import enqueued_marker_key
@@ -97,11 +105,11 @@ def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
 
 
 @worker_ready.connect
-def _start_redelivery_sweeper(sender: object, **_: object) -> None:
+def _start_redelivery_sweeper(sender: Any, **_: object) -> None:
     from workers.generation import token_channel
 
     settings = get_settings()
-    RedeliverySweeper(
+    sweeper = RedeliverySweeper(
         celery_app,
         broker_redis(),
         token_channel(),
@@ -109,7 +117,31 @@ def _start_redelivery_sweeper(sender: object, **_: object) -> None:
         visibility_timeout=settings.BROKER_VISIBILITY_TIMEOUT,
         queued_reply_timeout=settings.QUEUED_REPLY_TIMEOUT_SECONDS,
         enqueue=enqueue_generation,
-    ).start()
+    )
+    if consumes_every_queue():
+        follow_catalog(sender, sweeper)
+    sweeper.start()
+
+
+def consumes_every_queue() -> bool:
+    # Celery sets `_consume_from` only when -Q selects queues; there is no public flag.
+    return celery_app.amqp.queues._consume_from is None
+
+
+def follow_catalog(consumer: Any, sweeper: RedeliverySweeper) -> None:
+    """Consume every provider queue the catalog has, now and after each change."""
+
+    def consume_new_queues(catalog: Catalog) -> None:
+        consumed = _consumed_queues(consumer)
+        for name in catalog.configs:
+            if name not in consumed:
+                # On the consumer's own loop, as Celery's add_consumer control command does.
+                consumer.call_soon(consumer.add_task_queue, name, exchange=name, routing_key=name)
+                log.info("consuming the new provider queue %s", name)
+        sweeper.queues = sorted(consumed | set(catalog.configs))
+
+    provider_directory.add_listener(consume_new_queues)
+    consume_new_queues(current_catalog())
 
 
 def _consumed_queues(consumer: object) -> set[str]:
@@ -132,21 +164,20 @@ def warm_up_providers(names: list[str]) -> None:
 
 
 @worker_init.connect
-def _warm_up(**_: object) -> None:
-    warm_up_providers(queue_names(get_settings()))
-
-
-@worker_init.connect
-def _serve_metrics(**_: object) -> None:
+def _init_worker(**_: object) -> None:
+    # In this order: database connections made before the psycopg2 patch would block every
+    # greenlet, and the providers to warm up are the catalog's, read from the database.
+    _make_psycopg2_cooperative()
     settings = get_settings()
+    provider_directory.start(settings)
+    warm_up_providers(list(current_catalog(settings).configs))
     if settings.WORKER_METRICS_PORT:
         from shared.metrics import serve_worker_metrics
 
         serve_worker_metrics(settings.WORKER_METRICS_BIND_ADDRESS, settings.WORKER_METRICS_PORT)
 
 
-@worker_init.connect
-def _make_psycopg2_cooperative(**_: object) -> None:
+def _make_psycopg2_cooperative() -> None:
     # Under the gevent pool, psycopg2 would block every greenlet during a query.
     from gevent import monkey
 

@@ -25,8 +25,9 @@ from shared.channel import TokenChannel
 from shared.db import DatabaseUnavailable, get_engine, retry_while_unavailable
 from shared.models import Message, ProviderUsage, ReplyStatus
 from shared.models.base import utcnow
-from shared.pricing import cost_of, format_cost, price_for
+from shared.pricing import cost_of, format_cost
 from shared.providers.base import Usage
+from shared.providers.directory import current_catalog
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -131,9 +132,9 @@ def store_spooled(reply_id: uuid.UUID, channel: TokenChannel, settings: Settings
 def _cost(target: StoredFor, usage: Usage | None) -> Decimal | None:
     if usage is None:
         return None
-    return cost_of(
-        price_for(target.provider, target.model), usage.prompt_tokens, usage.completion_tokens
-    )
+    # Today's price: a price change applies to usage recorded after it.
+    price = current_catalog().price(target.provider, target.model)
+    return cost_of(price, usage.prompt_tokens, usage.completion_tokens)
 
 
 def _store(target: StoredFor, outcome: Outcome) -> bool:

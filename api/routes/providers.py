@@ -12,8 +12,7 @@ from api.schemas.admin import UsageAnalyticsReport
 from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
 from api.schemas.responses import AUTHENTICATED, not_found
 from shared.errors import NotFound
-from shared.pricing import price_for
-from shared.providers.catalog import provider_configs
+from shared.providers.directory import current_catalog
 from shared.usage.service import usage_service
 
 router = APIRouter(tags=["providers"], responses=AUTHENTICATED)
@@ -26,12 +25,13 @@ async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
     return [
         ProviderInfo(
             name=name,
+            display_name=config.display_name,
             models=list(config.models),
             is_enabled=config.enabled,
             default_model=config.default_model,
             is_demo=config.adapter == "echo",
         )
-        for name, config in provider_configs(auth.settings).items()
+        for name, config in current_catalog(auth.settings).configs.items()
     ]
 
 
@@ -40,12 +40,13 @@ async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
 )
 async def list_provider_models(provider: str, auth: AuthDep) -> list[ModelInfo]:
     await auth.run(current_user)
-    config = provider_configs(auth.settings).get(provider)
+    catalog = current_catalog(auth.settings)
+    config = catalog.configs.get(provider)
     if config is None:
         raise NotFound(f"Unknown provider '{provider}'")
     models = []
     for model in config.models:
-        price = price_for(provider, model)
+        price = catalog.price(provider, model)
         models.append(
             ModelInfo(
                 id=model,

@@ -12,6 +12,7 @@ class ProviderInfo(BaseModel):
     """The plan's ProviderInfo."""
 
     name: str
+    display_name: str | None
     models: list[str]
     is_enabled: bool
     default_model: str | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.errors import AppError
-from shared.providers.catalog import provider_configs
+from shared.providers.directory import current_catalog
 from shared.settings import Settings
 
 
@@ -32,7 +32,7 @@ def resolve_selection(
     With MULTI_PROVIDER_ENABLED off every request goes to DEFAULT_PROVIDER, as the
     Ollama-only service did; that provider must still be configured and enabled.
     """
-    configs = provider_configs(settings)
+    configs = current_catalog(settings).configs
     if settings.MULTI_PROVIDER_ENABLED:
         name = provider or fallback_provider or settings.DEFAULT_PROVIDER
     else:

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -22,7 +23,7 @@ from sqlalchemy import (
     func,
     true,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.models.base import Base, JSONType, Timestamps, utcnow
 
@@ -73,12 +74,34 @@ class ProviderConfigRow(Timestamps, Base):
     )
     config_json: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
+    models: Mapped[list[ProviderModel]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ProviderModel.id"
+    )
+
+
+class ProviderCatalog(Base):
+    """One row: `version` goes up with every change to the provider tables.
+
+    Writers lock this row first (serialising them) and bump it in the same transaction; every
+    process reloads its provider snapshot when it sees a new version.
+    """
+
+    __tablename__ = "provider_catalog"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_provider_catalog_one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), onupdate=utcnow
+    )
+
 
 class ProviderModel(Base):
     __tablename__ = "provider_models"
     __table_args__ = (
         UniqueConstraint("provider_id", "model_name", name="uq_provider_models_provider_model"),
         Index("idx_provider_models_provider", "provider_id"),
+        CheckConstraint("source IN ('environment', 'admin')", name="ck_provider_models_source"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -86,6 +109,11 @@ class ProviderModel(Base):
         Integer, ForeignKey("provider_configs.id", ondelete="CASCADE")
     )
     model_name: Mapped[str] = mapped_column(String(100))
+    # environment: listed in the settings, added and dropped by the sync at each start;
+    # admin: added through the admin API, never touched by the sync.
+    source: Mapped[str] = mapped_column(
+        String(20), default="environment", server_default="environment"
+    )
     display_name: Mapped[str | None] = mapped_column(String(100))
     is_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     max_context_length: Mapped[int | None] = mapped_column(Integer)

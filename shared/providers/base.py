@@ -29,6 +29,7 @@ class ProviderConfig(BaseModel):
 
     name: str
     adapter: str  # the entry-point name of the adapter class, e.g. "openai_compatible"
+    display_name: str | None = None
     api_key: SecretStr | None = None
     api_endpoint: str | None = None
     models: tuple[str, ...] = ()

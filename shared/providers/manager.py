@@ -12,7 +12,8 @@ import threading
 from importlib.metadata import EntryPoint, entry_points
 
 from shared.providers.base import BaseProvider, ProviderConfig
-from shared.providers.catalog import apply_feature_flag, provider_configs
+from shared.providers.catalog import apply_feature_flag
+from shared.providers.directory import current_catalog
 from shared.providers.errors import ProviderError
 from shared.settings import Settings, get_settings
 
@@ -31,7 +32,7 @@ class ProviderManager:
         self._classes: dict[str, type[BaseProvider]] = {}
         self._instances: dict[str, BaseProvider] = {}
         self._loaded = False
-        self._configs_memo: tuple[Settings, dict[str, ProviderConfig]] | None = None
+        self._configs_memo: tuple[Settings, object, dict[str, ProviderConfig]] | None = None
         # One lock for loading and building: two greenlets asking for a cold provider must
         # not build two SDK clients (and leak one connection pool).
         self._lock = threading.RLock()
@@ -85,7 +86,7 @@ class ProviderManager:
 
     def all_configs(self, settings: Settings) -> dict[str, ProviderConfig]:
         """The catalog plus plugin adapters that configure themselves via `default_config`."""
-        configs = provider_configs(settings)
+        configs = dict(current_catalog(settings).configs)
         self._ensure_loaded(settings)
         extra: dict[str, ProviderConfig] = {}
         for adapter, cls in list(self._classes.items()):
@@ -102,13 +103,14 @@ class ProviderManager:
         return configs
 
     def _configs_of_current_settings(self) -> dict[str, ProviderConfig]:
-        # Building every config costs more than a short generation's bookkeeping; settings
-        # objects are immutable, so the configs are computed once per settings object.
+        # Building every config costs more than a short generation's bookkeeping: they are
+        # computed once per settings object and catalog (a new one after each table change).
         settings = get_settings()
+        catalog = current_catalog(settings)
         memo = self._configs_memo
-        if memo is None or memo[0] is not settings:
-            memo = self._configs_memo = (settings, self.all_configs(settings))
-        return memo[1]
+        if memo is None or memo[0] is not settings or memo[1] is not catalog:
+            memo = self._configs_memo = (settings, catalog, self.all_configs(settings))
+        return memo[2]
 
     def available_providers(self, settings: Settings) -> dict[str, ProviderConfig]:
         """Enabled providers whose adapter is installed, by provider name."""

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Chat, Message, ProviderUsage
-from shared.pricing import cost_of, format_cost, price_for
+from shared.pricing import cost_of, format_cost, seed_price
 from tests.helpers import register_and_login
 
 # The cheapest priced model: one prompt token costs $0.0000001, below a 6-decimal rounding.
@@ -42,7 +42,7 @@ def _add_usage(user_id: uuid.UUID, prompt_tokens: int, completion_tokens: int, *
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         tokens_used=prompt_tokens + completion_tokens,
-        cost=cost_of(price_for(PROVIDER, MODEL), prompt_tokens, completion_tokens),
+        cost=cost_of(seed_price(PROVIDER, MODEL), prompt_tokens, completion_tokens),
         status="completed",
         **fields,
     )
@@ -121,7 +121,7 @@ def test_the_api_shows_a_free_replys_zero_cost_in_plain_notation(client):
                 model_name="echo-1",
                 prompt_tokens=5,
                 completion_tokens=3,
-                cost=cost_of(price_for("echo", "echo-1"), 5, 3),
+                cost=cost_of(seed_price("echo", "echo-1"), 5, 3),
                 status="completed",
             )
         )
