@@ -46,7 +46,17 @@ def add_usage(email: str, rows: list[tuple[int, int, str | None]]) -> None:
 
 # A value for each path parameter an admin route may have; a new parameter fails the test
 # until it is given one here, so no admin route escapes it.
-PATH_VALUES = {"{user_id}": str(uuid.uuid4())}
+PATH_VALUES = {
+    "{user_id}": str(uuid.uuid4()),
+    "{name}": "openai",
+    "{model}": "meta-llama/Llama-3-8B",
+}
+# A valid body for each admin route whose body has required fields (others get `{}`): an
+# invalid one would be answered 422 before the admin check could answer 403.
+REQUEST_BODIES = {
+    ("POST", "/admin/providers"): {"provider_name": "gate", "adapter": "echo"},
+    ("POST", "/admin/providers/{name}/models"): {"model_name": "gate-model"},
+}
 
 
 def admin_routes() -> list[tuple[str, str, str]]:
@@ -73,10 +83,23 @@ def test_every_admin_route_refuses_anonymous_and_non_admin_callers(client):
         ("GET", "/admin/users"),
         ("PATCH", "/admin/users/{user_id}"),
         ("GET", "/admin/usage"),
+        ("GET", "/admin/providers"),
+        ("POST", "/admin/providers"),
+        ("GET", "/admin/providers/{name}"),
+        ("PATCH", "/admin/providers/{name}"),
+        ("DELETE", "/admin/providers/{name}"),
+        ("GET", "/admin/providers/{name}/models"),
+        ("POST", "/admin/providers/{name}/models"),
+        ("PATCH", "/admin/providers/{name}/models/{model}"),
+        ("DELETE", "/admin/providers/{name}/models/{model}"),
+        ("POST", "/admin/providers/{name}/test"),
+        ("GET", "/admin/providers/{name}/discover"),
     } <= templates
     headers = register_and_login(client)
-    for method, _, path in routes:
-        body = {} if method in {"POST", "PATCH", "PUT"} else None
+    for method, template, path in routes:
+        body = None
+        if method in {"POST", "PATCH", "PUT"}:
+            body = REQUEST_BODIES.get((method, template), {})
         anonymous = client.request(method, path, json=body)
         assert anonymous.status_code == 401, (method, path, anonymous.text)
         refused = client.request(method, path, json=body, headers=headers)

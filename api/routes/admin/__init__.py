@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes.admin import usage, users
+from api.routes.admin import providers, usage, users
 from api.routes.admin.common import FORBIDDEN
 from api.schemas.responses import AUTHENTICATED
 
 router = APIRouter(prefix="/admin", responses=AUTHENTICATED | FORBIDDEN)
 router.include_router(users.router)
 router.include_router(usage.router)
+router.include_router(providers.router)
 
 __all__ = ["router"]
