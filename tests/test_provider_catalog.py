@@ -98,7 +98,9 @@ def test_admins_changes_to_an_environment_provider_survive_the_next_start(tables
         gpt4 = next(m for m in openai.models if m.model_name == "gpt-4")
         gpt4.input_cost_per_1k_tokens = Decimal("0.5")
         gpt4.output_cost_per_1k_tokens = Decimal("1")
-        next(m for m in openai.models if m.model_name == "gpt-4o-mini").is_enabled = False
+        mini = next(m for m in openai.models if m.model_name == "gpt-4o-mini")
+        mini.is_enabled = False
+        mini.input_cost_per_1k_tokens = mini.output_cost_per_1k_tokens = Decimal("0.7")
         openai.models.append(ProviderModel(model_name="o3-tuned", source="admin", is_enabled=True))
         openai.display_name = "OpenAI (team)"
 
@@ -112,6 +114,8 @@ def test_admins_changes_to_an_environment_provider_survive_the_next_start(tables
     assert catalog.price("openai", "gpt-4") == ModelPrice(Decimal("0.5"), Decimal("1"))
     assert catalog.price("openai", "gpt-4.1") == seed_price("openai", "gpt-4.1")
     assert catalog.price("openai", "o3-tuned") is None  # no price given: unpriced, not free
+    # Not offered any more, but a reply that was running on it is billed at its row's price.
+    assert catalog.price("openai", "gpt-4o-mini") == ModelPrice(Decimal("0.7"), Decimal("0.7"))
 
     fewer = _settings(OPENAI_MODELS=["gpt-4"])
     _sync(fewer)

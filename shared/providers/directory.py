@@ -16,6 +16,8 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from shared.db import get_sessionmaker, is_database_unavailable
@@ -48,9 +50,11 @@ def lock_catalog(session: Session) -> ProviderCatalog:
     """Take the writers' lock (the catalog row), creating the row if it is missing."""
     row = session.scalars(select(ProviderCatalog).with_for_update()).first()
     if row is None:
-        row = ProviderCatalog(id=1, version=0)
-        session.add(row)
-        session.flush()
+        # Two writers may both find it missing (only after the table was emptied): one
+        # inserts, the other's insert does nothing, and both then lock the same row.
+        insert = postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(ProviderCatalog).values(id=1, version=0).on_conflict_do_nothing())
+        row = session.scalars(select(ProviderCatalog).with_for_update()).one()
     return row
 
 

@@ -136,10 +136,10 @@ def _offered(
     by_name = {m.name: m for m in records}
     names = [m for m in listed if m not in by_name or by_name[m].is_enabled]
     names += [m.name for m in records if m.is_enabled and m.name not in listed]
-    prices = {
-        name: by_name[name].price if name in by_name else seed_price(provider, name)
-        for name in names
-    }
+    # Disabled models keep their price: a reply that started before the admin disabled its
+    # model is billed at the row's price, not the shipped one.
+    prices = {name: seed_price(provider, name) for name in names}
+    prices.update({m.name: m.price for m in records})
     return tuple(names), prices
 
 
