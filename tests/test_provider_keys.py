@@ -284,7 +284,8 @@ def pg_dump_for(server_major: int) -> str:
     return min(usable)[1]
 
 
-def test_a_database_dump_holds_no_key_in_clear(stored_keys: dict[str, str]) -> None:
+def dump_test_database() -> str:
+    """`pg_dump` of the test database, as an operator's backup would hold it."""
     with get_engine().connect() as conn:
         server_major = int(conn.scalar(sa.text("SHOW server_version_num")) or 0) // 10000
     url = make_url(TEST_DATABASE_URL)
@@ -309,12 +310,17 @@ def test_a_database_dump_holds_no_key_in_clear(stored_keys: dict[str, str]) -> N
         timeout=120,
     )
     assert dump.returncode == 0, dump.stderr
+    return dump.stdout
+
+
+def test_a_database_dump_holds_no_key_in_clear(stored_keys: dict[str, str]) -> None:
+    dump = dump_test_database()
     # Not vacuous: the dump does hold the provider rows and their encrypted keys.
     tokens = stored_tokens()
-    assert "vllm" in dump.stdout and tokens["vllm"] and tokens["vllm"] in dump.stdout
+    assert "vllm" in dump and tokens["vllm"] and tokens["vllm"] in dump
     for key in stored_keys.values():
-        assert key not in dump.stdout
-        assert key.removeprefix("sk-canary-") not in dump.stdout
+        assert key not in dump
+        assert key.removeprefix("sk-canary-") not in dump
     # ... while the stored column still gives each key back.
     box = ProviderKeyBox(KEY_A)
     assert {name: box.decrypt(tokens[name] or "") for name in stored_keys} == stored_keys

@@ -8,9 +8,6 @@ stubs stand for an OpenAI-compatible server before and after an endpoint change.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,16 +16,16 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, update
 
 from shared.db import session_scope
+from shared.devserver import worker_command
 from shared.models import ProviderUsage, User
-from tests.conftest import TEST_DATABASE_URL
+from shared.settings import get_settings
 from tests.e2e.harness import Process, start_api, start_process, wait_until
 from tests.helpers import register_and_login
 from tests.stubs.openai_stub import OpenAIStub
-from tests.test_provider_keys import pg_dump_for
+from tests.test_provider_keys import dump_test_database
 
 CANARY_KEY = "sk-canary-" + uuid.uuid4().hex
 SLOW_MODEL = "stub-model+tokens=40+delay=100"
@@ -55,28 +52,14 @@ def runtime_api(runtime_env: dict[str, str], log_dir: Path) -> Iterator[tuple[Pr
 
 @pytest.fixture(scope="module")
 def all_queues_worker(runtime_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
-    process = start_process(
-        "all-queues-worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-P",
-            "gevent",
-            "-c",
-            "20",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"all-queues-{uuid.uuid4().hex[:8]}@%h",
-        ],
-        runtime_env,
-        log_dir,
+    # `switchboard worker` without -Q: every queue, as they come.
+    command = worker_command(
+        get_settings(),
+        None,
+        20,
+        ["--without-mingle", "--without-gossip", "-n", f"all-queues-{uuid.uuid4().hex[:8]}@%h"],
     )
+    process = start_process("all-queues-worker", command, runtime_env, log_dir)
     wait_until(lambda: "ready." in process.log(), 60, process)
     yield process
     process.stop()
@@ -277,27 +260,7 @@ def test_the_canary_key_is_in_no_answer_log_or_database_dump(
     assert CANARY_KEY not in runtime_api[0].log()
     assert CANARY_KEY not in all_queues_worker.log()
 
-    url = make_url(TEST_DATABASE_URL)
-    with session_scope() as session:
-        major = int(session.scalar(select(func.current_setting("server_version_num")))) // 10000
-    dump = subprocess.run(
-        [
-            pg_dump_for(major),
-            "--host",
-            url.host or "127.0.0.1",
-            "--port",
-            str(url.port or 5432),
-            "--username",
-            url.username or "postgres",
-            "--data-only",
-            url.database or "",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **({"PGPASSWORD": url.password} if url.password else {})},
-        check=True,
-    ).stdout
+    dump = dump_test_database()
     assert "provider_configs" in dump and "lab" in dump
     assert CANARY_KEY not in dump
 
