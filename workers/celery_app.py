@@ -136,6 +136,8 @@ def follow_catalog(consumer: Any, sweeper: RedeliverySweeper) -> None:
         for name in catalog.configs:
             if name not in consumed:
                 # On the consumer's own loop, as Celery's add_consumer control command does.
+                # The gevent pool's loop runs it after its current wait for messages (Celery
+                # waits 2 s at a time), so a new queue is consumed within about 2 s.
                 consumer.call_soon(consumer.add_task_queue, name, exchange=name, routing_key=name)
                 log.info("consuming the new provider queue %s", name)
         sweeper.queues = sorted(consumed | set(catalog.configs))
