@@ -29,11 +29,20 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0006_provider_catalog"
+HEAD = "0007_usage_rollup"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
-ADDED_TABLES = {"provider_configs", "provider_models", "provider_usage", "api_keys", "provider_catalog"}
+ADDED_TABLES = {
+    "provider_configs",
+    "provider_models",
+    "provider_usage",
+    "api_keys",
+    "provider_catalog",
+    "usage_rollup_hourly",
+    "usage_rollup_daily",
+    "usage_rollup_state",
+}
 ADDED_CHAT_COLUMNS = {"provider_name", "model_name"}
 ADDED_MESSAGE_COLUMNS = {
     "status",

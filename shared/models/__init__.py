@@ -1,6 +1,7 @@
 from shared.models.base import Base
 from shared.models.chat import Chat, Message, ReplyStatus, SystemPrompt
 from shared.models.provider import ProviderCatalog, ProviderConfigRow, ProviderModel, ProviderUsage
+from shared.models.usage_rollup import UsageRollupDaily, UsageRollupHourly, UsageRollupState
 from shared.models.user import ApiKey, User
 
 __all__ = [
@@ -14,5 +15,8 @@ __all__ = [
     "ProviderUsage",
     "ReplyStatus",
     "SystemPrompt",
+    "UsageRollupDaily",
+    "UsageRollupHourly",
+    "UsageRollupState",
     "User",
 ]

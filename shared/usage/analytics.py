@@ -1,9 +1,16 @@
 """Usage analytics: provider_usage grouped by user, provider, model, day or hour, with filters.
 
-Everything is aggregated in SQL over the filtered rows, in one statement. Percentiles use
-PostgreSQL's `percentile_cont` (one sort per group and column); SQLite, which the dev server
-runs on, has no such aggregate, so there they are computed in Python from the matching rows
-with the same linear interpolation.
+Two ways to answer, with the same counts, tokens and costs (sums of the same rows):
+
+* From the rows (provider_usage), aggregated in SQL in one statement. Percentiles are exact:
+  PostgreSQL's `percentile_cont`; SQLite, which the dev server runs on, has no such aggregate,
+  so there they are computed in Python from the matching rows with the same interpolation.
+  Grouping or filtering by user always reads the rows (through the user index): the rollups
+  are not kept per user.
+* On PostgreSQL, from the hourly and daily rollups plus the rows they do not cover
+  (shared/usage/rollup.py), when the range's rolled-up part holds more than
+  EXACT_PERCENTILE_ROWS rows. Percentiles then come from latency histograms: within 9.05% of
+  the exact value. Below that size reading the rows is fast enough, so they stay exact.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from shared.errors import AppError
 from shared.models import ProviderUsage, ReplyStatus, User
+from shared.usage import rollup
 
 GROUP_KEYS = ("user", "provider", "model", "day", "hour")
 STATUSES = tuple(s.value for s in ReplyStatus if s.is_final)
@@ -30,6 +38,11 @@ DEFAULT_RANGE = dt.timedelta(days=30)
 # Sorting a month of rows for the percentiles needs more than the default 4 MB; without it the
 # sort spills to disk (measured: twice as slow at 300k rows).
 ANALYTICS_WORK_MEM = "64MB"
+# Up to this many rows, reading them with exact percentiles costs under 20 ms (measured at
+# 1M rows: 9 ms for a day's 11,000, 18 ms for 22,000; a rollup report of any range about 8 ms
+# plus the merge); beyond it, the rollups answer.
+EXACT_PERCENTILE_ROWS = 20_000
+PERCENTILES = (0.5, 0.95)
 
 
 class InvalidAnalyticsQuery(AppError):
@@ -172,8 +185,56 @@ def percentile_cont(values: Sequence[float], fraction: float) -> float | None:
 
 
 class UsageAnalytics:
+    def __init__(self, exact_percentile_rows: int = EXACT_PERCENTILE_ROWS) -> None:
+        self.exact_percentile_rows = exact_percentile_rows
+
     def report(self, session: Session, query: UsageQuery) -> list[UsageGroup]:
         dialect = session.get_bind().dialect.name
+        if dialect == "postgresql" and "user" not in query.group_by and query.user_id is None:
+            groups = self._from_rollups(session, query)
+            if groups is not None:
+                return groups
+        return self._from_rows(session, query, dialect)
+
+    def _from_rollups(self, session: Session, query: UsageQuery) -> list[UsageGroup] | None:
+        """The rollup answer, or None when the rows are the better one (see the module doc)."""
+        marks = rollup.watermarks(session)
+        if marks.due:
+            rollup.advance(session.get_bind())
+            marks = rollup.watermarks(session)
+        layout = rollup.plan(query.start, query.end, marks, by_hour="hour" in query.group_by)
+        if layout is None or rollup.covered_rows(session, layout) <= self.exact_percentile_rows:
+            return None
+        filters = rollup.Filters(query.provider, query.model, query.status)
+        groups = []
+        for merged in rollup.report_groups(session, query.group_by, filters, layout):
+            if merged.requests == 0:
+                continue
+            keys = dict(zip(query.group_by, merged.key, strict=False))
+            rt50, rt95 = rollup.histogram_percentiles(merged.response_ms, PERCENTILES)
+            tt50, tt95 = rollup.histogram_percentiles(merged.ttft_ms, PERCENTILES)
+            groups.append(
+                UsageGroup(
+                    provider=keys.get("provider"),
+                    model=keys.get("model"),
+                    day=_as_date(keys.get("day")),
+                    hour=_as_hour(keys.get("hour")),
+                    requests=merged.requests,
+                    prompt_tokens=merged.prompt_tokens,
+                    completion_tokens=merged.completion_tokens,
+                    total_tokens=merged.prompt_tokens + merged.completion_tokens,
+                    cost=merged.cost if merged.priced else None,
+                    error_rate=merged.failed / merged.requests,
+                    cancel_rate=merged.cancelled / merged.requests,
+                    response_time_ms_p50=rt50,
+                    response_time_ms_p95=rt95,
+                    time_to_first_token_ms_p50=tt50,
+                    time_to_first_token_ms_p95=tt95,
+                )
+            )
+        return groups
+
+    def _from_rows(self, session: Session, query: UsageQuery, dialect: str) -> list[UsageGroup]:
         keys = _key_columns(dialect)
         group_columns = [keys[k].label(f"key_{k}") for k in query.group_by]
         prompt = func.coalesce(func.sum(ProviderUsage.prompt_tokens), 0)

@@ -8,17 +8,24 @@ Fills BENCH_ANALYTICS_DATABASE_URL (default database `switchboard_bench_analytic
 spread evenly over 90 days, in time order as the workers append them (two INSERT ... SELECT
 over generate_series, about 30 s). Rows carry random chat/message ids, as real rows do, with
 foreign-key triggers off for the load (session_replication_role), so no chats or messages are
-needed. Then starts one uvicorn (loopback) and times, sequentially over HTTP:
+needed. The load runs with triggers off too, so the rollups (migration 0007) are then
+rebuilt from scratch in one `usage_rollup_advance` call, timed. Then starts one uvicorn
+(loopback) and times, sequentially over HTTP:
 
-* `GET /admin/usage?group_by=day,provider` over the last 30 days (about 333,000 rows),
-* `GET /admin/users?limit=50`,
+* `GET /admin/usage?group_by=day,provider` over the last 30 days (about 333,000 rows), the
+  target; the same grouped by hour, and over 1 day and 8 hours (below
+  EXACT_PERCENTILE_ROWS: read from the rows, exact percentiles);
+* `GET /admin/users?limit=50` (and at offset 5000),
 
-and reports p50/p95 and bytes per usage row including its indexes.
+and reports p50/p95, bytes per usage row including its indexes, the rollup tables' sizes, and
+what the rollup triggers add to a one-row usage insert (as workers write): a row after the
+watermark (every finished generation) and one before it (a late row).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import secrets
@@ -78,7 +85,21 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT 50 + (g * 31) % 1500 AS pt, 20 + (g * 17) % 600 AS ct, 200 + (g * 13) % 5000 AS rt
 ) AS s
+ORDER BY g  -- in time order on disk, as appended rows are (a hash join would shuffle them)
 """
+
+
+def _since(hours: int) -> str:
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+    return "from=" + start.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+USAGE_QUERIES = (
+    ("usage_30d_day_provider", "/admin/usage?group_by=day,provider"),
+    ("usage_30d_hour", "/admin/usage?group_by=hour"),
+    ("usage_1d_provider", "/admin/usage?group_by=provider&{last_1d}"),
+    ("usage_8h_provider", "/admin/usage?group_by=provider&{last_8h}"),
+)
 
 
 def log(message: str) -> None:
@@ -98,6 +119,81 @@ def seed() -> float:
     return time.perf_counter() - started
 
 
+ROLLUP_TABLES = ("usage_rollup_hourly", "usage_rollup_daily", "usage_rollup_state")
+
+
+def rebuild_rollups() -> float:
+    """The seed skipped the triggers (replica role): roll everything up again, as one pass."""
+    conn = pg_connect(DATABASE_URL)
+    with conn.cursor() as cur:
+        cur.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
+        started = time.perf_counter()
+        cur.execute("SELECT usage_rollup_advance(now() - interval '5 minutes')")
+        elapsed = time.perf_counter() - started
+        for table in ROLLUP_TABLES:
+            cur.execute(f"VACUUM ANALYZE {table}")
+    conn.close()
+    return elapsed
+
+
+def rollup_storage(cur: Any) -> dict[str, Any]:
+    sizes = {}
+    for table in ROLLUP_TABLES[:2]:
+        cur.execute(f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}")
+        rows, total = cur.fetchone()
+        sizes[table] = {"rows": rows, "bytes": total, "bytes_per_row": total / max(rows, 1)}
+    cur.execute("SELECT hours_before, days_before FROM usage_rollup_state")
+    hours_before, days_before = cur.fetchone()
+    sizes["watermarks"] = {"hours_before": str(hours_before), "days_before": str(days_before)}
+    return sizes
+
+
+PROBE_FUNCTION = """
+CREATE FUNCTION pg_temp.insert_usage(n integer, age interval) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP  -- late rows: each into another hour, as separate late rows would
+        INSERT INTO provider_usage (provider_name, model_name, prompt_tokens, completion_tokens,
+            tokens_used, cost, response_time_ms, time_to_first_token_ms, status, created_at)
+        VALUES ('openai', 'gpt-4', 10, 5, 15, 0.000015, 900, 120, 'completed',
+                now() - CASE WHEN age = '0' THEN age ELSE age + i * interval '1 hour' END);
+    END LOOP;
+END $$
+"""
+
+
+def insert_cost(rows: int = 5000) -> dict[str, float]:
+    """Server time of one single-row INSERT statement (as a worker's finish does), in µs:
+    triggers on with created_at after the watermark (every finished generation) and before it
+    (a late row: cells updated), and triggers off. Each run is one transaction of `rows`
+    inserts, rolled back, so commits and fsync stay out of the figure and nothing is kept."""
+    conn = pg_connect(DATABASE_URL)
+    out = {}
+    with conn.cursor() as cur:
+        cur.execute(PROBE_FUNCTION)
+        for label, age, triggers in (
+            ("after_watermark_us", "0", True),
+            ("before_watermark_us", "2 days", True),
+            ("triggers_off_us", "0", False),
+            ("after_watermark_again_us", "0", True),
+        ):
+            cur.execute("BEGIN")
+            if not triggers:
+                cur.execute("ALTER TABLE provider_usage DISABLE TRIGGER USER")
+            started = time.perf_counter()
+            count = rows if age == "0" else rows // 10  # the late path is slower
+            cur.execute("SELECT pg_temp.insert_usage(%s, %s::interval)", (count, age))
+            out[label] = (time.perf_counter() - started) * 1e6 / count
+            cur.execute("ROLLBACK")
+        cur.execute("VACUUM ANALYZE provider_usage")
+        # Probe rows may have landed in free space of old pages, widening their block ranges
+        # to today (BRIN summaries widen at insert, rollback or not): summarise them afresh,
+        # so a --no-seed run measures what a first one did.
+        cur.execute("REINDEX INDEX idx_provider_usage_created_brin")
+    conn.close()
+    return out
+
+
 def storage() -> dict[str, Any]:
     conn = pg_connect(DATABASE_URL)
     with conn.cursor() as cur:
@@ -111,12 +207,21 @@ def storage() -> dict[str, Any]:
             " WHERE indrelid = 'provider_usage'::regclass ORDER BY 1"
         )
         indexes = {name: size / rows for name, size in cur.fetchall()}
+        # 1.0 when rows lie on disk in time order, as BRIN needs (appended rows do).
+        cur.execute(
+            "SELECT correlation FROM pg_stats"
+            " WHERE tablename = 'provider_usage' AND attname = 'created_at'"
+        )
+        correlation = cur.fetchone()[0]
+        rollups = rollup_storage(cur)
     conn.close()
     return {
         "rows": rows,
         "bytes_per_row": total / rows,
         "heap_bytes_per_row": heap / rows,
         "index_bytes_per_row": indexes,
+        "created_at_correlation": correlation,
+        "rollups": rollups,
     }
 
 
@@ -160,6 +265,8 @@ def main() -> int:
         log(f"seeding {USERS} users and {USAGE_ROWS} usage rows over {SPAN_DAYS} days")
         results["seed_seconds"] = seed()
         log(f"seeded in {results['seed_seconds']:.1f} s")
+        results["rollup_rebuild_seconds"] = rebuild_rollups()
+        log(f"rolled up in {results['rollup_rebuild_seconds']:.1f} s")
     results["storage"] = storage()
 
     from shared.security import create_access_token
@@ -177,9 +284,9 @@ def main() -> int:
         api, base_url = start_api(env, Path(logs))
         try:
             with httpx.Client(base_url=base_url, timeout=60) as client:
-                results["usage_30d_day_provider"] = time_route(
-                    client, "/admin/usage?group_by=day,provider", headers, args.runs
-                )
+                for name, url in USAGE_QUERIES:
+                    url = url.format(last_1d=_since(24), last_8h=_since(8))
+                    results[name] = time_route(client, url, headers, args.runs)
                 results["users_page_50"] = time_route(
                     client, "/admin/users?limit=50", headers, args.runs
                 )
@@ -188,6 +295,7 @@ def main() -> int:
                 )
         finally:
             api.stop()
+    results["insert_cost"] = insert_cost()
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
