@@ -102,3 +102,16 @@ def stream_events(reply_id: object) -> list[str]:
         return [fields["event"] for _id, fields in client.xrange(stream_key(reply_id))]
     finally:
         client.close()
+
+
+def empty_tables() -> None:
+    """Every table emptied, as `db_clean` leaves them (API and worker processes commit for
+    real, so a module with its own processes cleans up after itself the same way)."""
+    from sqlalchemy import text
+
+    from shared.db import get_engine
+    from shared.models import Base
+
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

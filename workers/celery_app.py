@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.signals import worker_init, worker_ready
+from celery.utils.nodenames import worker_direct
 from kombu import Exchange, Queue
 
 from shared.providers.catalog import provider_configs
@@ -35,6 +36,7 @@ ENQUEUED_MARKER_TTL_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)
 
 GENERATION_TASK = "generation.run"
+WAKE_TASK = "worker.wake"
 
 
 def queue_names(settings: Settings) -> list[str]:
@@ -74,6 +76,8 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_send_task_events=settings.CELERY_TASK_EVENTS,
         task_send_sent_event=settings.CELERY_TASK_EVENTS,
         worker_hijack_root_logger=False,
+        # Each worker also consumes a queue of its own, used to wake its loop (_wake).
+        worker_direct=True,
     )
     return app
 
@@ -133,23 +137,39 @@ def follow_catalog(consumer: Any, sweeper: RedeliverySweeper) -> None:
 
     def consume_new_queues(catalog: Catalog) -> None:
         consumed = _consumed_queues(consumer)
+        added: list[str] = []
         for name in catalog.configs:
             if name not in consumed:
                 # On the consumer's own loop, as Celery's add_consumer control command does.
-                # The gevent pool's loop runs it after its current wait for messages (Celery
-                # waits 2 s at a time), so a new queue is consumed within about 2 s.
                 consumer.call_soon(consumer.add_task_queue, name, exchange=name, routing_key=name)
+                added.append(name)
                 log.info("consuming the new provider queue %s", name)
+        if added:
+            _wake(consumer.hostname)
         sweeper.queues = sorted(consumed | set(catalog.configs))
 
     provider_directory.add_listener(consume_new_queues)
     consume_new_queues(current_catalog())
 
 
+def _wake(hostname: str) -> None:
+    """End the consumer loop's wait now, so the queues added with call_soon are consumed now.
+
+    The gevent pool's loop runs call_soon operations between waits for messages, and Celery
+    waits 2 s at a time; a message in this worker's own queue (worker_direct) ends the wait.
+    """
+    try:
+        celery_app.send_task(WAKE_TASK, queue=worker_direct(hostname))
+    except Exception as exc:  # the queue is still added, after the current wait
+        log.warning("wake-up for new queues not sent: %s", type(exc).__name__)
+
+
 def _consumed_queues(consumer: object) -> set[str]:
-    """The queues this worker consumes (`-Q`), so it only re-enqueues its own providers' jobs."""
+    """The provider queues this worker consumes (`-Q`; not its worker_direct queue), so it
+    only re-enqueues its own providers' jobs."""
     task_consumer = getattr(consumer, "task_consumer", None)
-    return {queue.name for queue in getattr(task_consumer, "queues", [])}
+    own = worker_direct(getattr(consumer, "hostname", "")).name
+    return {queue.name for queue in getattr(task_consumer, "queues", []) if queue.name != own}
 
 
 def warm_up_providers(names: list[str]) -> None:

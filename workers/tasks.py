@@ -6,7 +6,7 @@ import uuid
 
 from celery import Task
 
-from workers.celery_app import GENERATION_TASK, celery_app
+from workers.celery_app import GENERATION_TASK, WAKE_TASK, celery_app
 from workers.generation import DatabaseUnavailable, run_generation
 
 DB_RETRY_SECONDS = 2
@@ -22,3 +22,8 @@ def generate_reply(self: Task, reply_id: str) -> None:
         # later, for as long as the outage lasts, rather than drop the user's message.
         countdown = min(DB_RETRY_SECONDS * 2**self.request.retries, DB_MAX_RETRY_SECONDS)
         raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+
+
+@celery_app.task(name=WAKE_TASK, ignore_result=True)
+def wake() -> None:
+    """Does nothing: its arrival ends the consumer loop's wait (workers.celery_app._wake)."""

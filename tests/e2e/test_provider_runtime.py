@@ -23,7 +23,7 @@ from shared.devserver import worker_command
 from shared.models import ProviderUsage, User
 from shared.settings import get_settings
 from tests.e2e.harness import Process, start_api, start_process, wait_until
-from tests.helpers import register_and_login
+from tests.helpers import empty_tables, register_and_login
 from tests.stubs.openai_stub import OpenAIStub
 from tests.test_provider_keys import dump_test_database
 
@@ -86,6 +86,7 @@ def admin_http(
 ) -> Iterator[RecordingClient]:
     with RecordingClient(base_url=runtime_api[1], timeout=30) as client:
         yield client
+    empty_tables()  # later tests count the rows they expect in the whole database
 
 
 @pytest.fixture(scope="module")
