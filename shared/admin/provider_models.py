@@ -20,6 +20,7 @@ from shared.admin.providers import (
     check_price,
     initial_price,
     load_provider,
+    reject_unknown_fields,
 )
 from shared.admin.service import require_admin
 from shared.errors import Conflict, NotFound
@@ -95,9 +96,7 @@ class ProviderModelAdminService:
     ) -> ModelView:
         """Apply `changes` (the fields the request set; None clears a field)."""
         require_admin(admin)
-        unknown = set(changes) - MODEL_FIELDS
-        if unknown:
-            raise InvalidProviderChange(f"Unknown fields: {', '.join(sorted(unknown))}")
+        reject_unknown_fields(changes, MODEL_FIELDS)
         catalog = lock_catalog(session)
         row = load_provider(session, provider)
         model = _find(row, model_name)

@@ -43,6 +43,12 @@ class InvalidProviderChange(AppError):
     status_code = 422
 
 
+def reject_unknown_fields(changes: Mapping[str, Any], allowed: frozenset[str] | set[str]) -> None:
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidProviderChange(f"Unknown fields: {', '.join(sorted(unknown))}")
+
+
 # -- checks shared with the model routes ----------------------------------------------------
 
 
@@ -313,9 +319,7 @@ class ProviderAdminService:
     ) -> ProviderView:
         """Apply `changes` (the fields the request set; None clears a field)."""
         require_admin(admin)
-        unknown = set(changes) - ADMIN_FIELDS
-        if unknown:
-            raise InvalidProviderChange(f"Unknown fields: {', '.join(sorted(unknown))}")
+        reject_unknown_fields(changes, ADMIN_FIELDS)
         values = dict(changes)
         for field in ("adapter", "is_enabled"):
             if field in values and values[field] is None:

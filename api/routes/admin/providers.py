@@ -8,6 +8,7 @@ submission would meet right now.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Response, status
@@ -45,18 +46,7 @@ NOT_SERVED = conflict("The provider's adapter is not loaded here (PROVIDERS_ENAB
 
 
 def _model_read(model: ModelView, offered: tuple[str, ...]) -> AdminModelRead:
-    return AdminModelRead(
-        model_name=model.model_name,
-        source=model.source,
-        is_enabled=model.is_enabled,
-        offered=model.model_name in offered,
-        display_name=model.display_name,
-        max_context_length=model.max_context_length,
-        capabilities=model.capabilities,
-        input_cost_per_1k_tokens=model.input_cost_per_1k_tokens,
-        output_cost_per_1k_tokens=model.output_cost_per_1k_tokens,
-        created_at=model.created_at,
-    )
+    return AdminModelRead.model_validate({**asdict(model), "offered": model.model_name in offered})
 
 
 def _read(view: ProviderView, settings: Settings) -> AdminProviderRead:
