@@ -69,7 +69,7 @@ def accepts_connections(host: str | None, port: int, timeout: float = 1.0) -> bo
         return False
 
 
-def _die_with_parent(sig: int) -> Callable[[], None] | None:
+def die_with_parent(sig: int) -> Callable[[], None] | None:
     if _LIBC is None:
         return None
     prctl = _LIBC.prctl
@@ -366,7 +366,7 @@ class PrivatePostgres:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 # SIGQUIT: immediate shutdown, backends included.
-                preexec_fn=_die_with_parent(signal.SIGQUIT),
+                preexec_fn=die_with_parent(signal.SIGQUIT),
                 **_as_account(self.binaries.user),  # type: ignore[call-overload]
             )
         _wait_for(self._answers, f"PostgreSQL on port {self.port}", self.process, self.log_path)
@@ -485,7 +485,7 @@ class PrivateRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent(signal.SIGKILL),
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         _wait_for(self._answers, f"{self.description}", self.process, self.log_path)
         return self

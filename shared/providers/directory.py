@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from decimal import Decimal
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -39,6 +40,14 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 CHANGE_CHANNEL = "sb:providers:changed"
+
+
+def change_channel(client: redis.Redis) -> str:
+    """The notice channel of the client's Redis database. Pub/sub channels are server-wide,
+    not per database: processes on another database of the same server (another deployment,
+    a parallel test worker) must not hear this one's notices."""
+    return f"{CHANGE_CHANNEL}:{client.connection_pool.connection_kwargs.get('db', 0)}"
+
 
 Listener = Callable[[Catalog], None]
 
@@ -287,7 +296,7 @@ class ProviderDirectory:
         try:
             client = sync_redis(settings.REDIS_URL, socket_timeout=2.0)
             try:
-                client.publish(CHANGE_CHANNEL, "1")
+                client.publish(change_channel(client), "1")
             finally:
                 client.close()
         except Exception as exc:  # the periodic check still sees the change
@@ -300,7 +309,7 @@ class ProviderDirectory:
             try:
                 client = sync_redis(settings.REDIS_URL, socket_timeout=interval + 5)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CHANGE_CHANNEL)
+                pubsub.subscribe(change_channel(client))
                 while not stop.is_set():
                     pubsub.get_message(timeout=interval)
                     if not stop.is_set():

@@ -2,6 +2,10 @@
 
 Every part is real: PostgreSQL, Redis (broker and token channel), the gevent worker pool and
 the providers' client libraries talking HTTP to the stubs.
+
+The processes live as long as this package's tests run (package scope), not to the end of the
+session: tests elsewhere expect no Celery worker to take the jobs they queue (tests/api reads
+them off the `echo` queue), whichever order they run in, serially or in an xdist worker.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ STUB_MODELS = [
 QUEUES = ["echo", "anthropic", "openai"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stub_urls() -> Iterator[dict[str, str]]:
     with contextlib.ExitStack() as stack:
         yield {
@@ -47,7 +51,7 @@ def stub_urls() -> Iterator[dict[str, str]]:
         }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def service_env(database: str, stub_urls: dict[str, str]) -> dict[str, str]:
     models = ",".join(STUB_MODELS)
     return base_env(
@@ -73,19 +77,19 @@ def service_env(database: str, stub_urls: dict[str, str]) -> dict[str, str]:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e-logs")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
     process, url = start_api(service_env, log_dir)
     yield url
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker(service_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
     process = start_worker(service_env, log_dir, QUEUES)
     yield process

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.servers import die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,8 +55,25 @@ class Process:
 def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Process:
     log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log_file:
-        popen = subprocess.Popen(args, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_dies_with_this_process(),
+        )
     return Process(name, popen, log_path)
+
+
+def _dies_with_this_process() -> Any:
+    # A test process that is killed (a timeout, a crashed xdist worker) must leave no API or
+    # Celery worker behind: one left consuming a Redis db takes the jobs of the next run there.
+    # The kernel sends the parent-death signal when the *thread* that started the child ends,
+    # so only children of the main thread, which lives as long as the process, ask for it.
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return die_with_parent(signal.SIGKILL)
 
 
 def start_api(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
