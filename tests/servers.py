@@ -258,8 +258,11 @@ def postgres_binaries() -> _Binaries:
 
 
 def _short_version(version_line: str) -> str:
-    # "postgres (PostgreSQL) 16.2" -> "PostgreSQL 16.2"
-    return "PostgreSQL " + version_line.split()[-1]
+    # "postgres (PostgreSQL) 16.2" -> "PostgreSQL 16.2"; distributions append their own build
+    # ("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"), which is left out.
+    words = version_line.split()
+    after = words.index("(PostgreSQL)") + 1 if "(PostgreSQL)" in words else len(words) - 1
+    return "PostgreSQL " + words[min(after, len(words) - 1)]
 
 
 @dataclass(eq=False)
