@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.servers import ensure_test_servers, stop_all
+from tests.servers import DatabasesInUse, claim_databases, ensure_test_servers, stop_all
 
 # Redis' default `databases`. Db 0, where every Redis client goes unless told otherwise (a
 # developer's own stack), is never given to a test worker.
@@ -27,6 +27,8 @@ REDIS_DATABASES = 16
 MAX_WORKERS = REDIS_DATABASES - 1
 # Set in an xdist worker once its URLs are derived (to "<test run uid>/gw<K>").
 _ISOLATED_FOR = "SWITCHBOARD_TEST_URLS_OF_WORKER"
+# Set (to its pid) by the process that claimed the run's databases (pytest_sessionstart).
+CLAIMED_BY = "SWITCHBOARD_TEST_DATABASES_CLAIMED_BY"
 
 
 def worker_urls(database_url: str, redis_url: str, worker: str) -> tuple[str, str]:
@@ -122,6 +124,26 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{workers} xdist workers asked for; the tests give each one a Redis database of "
             f"its own and {MAX_WORKERS} are available (1-15): use -n {MAX_WORKERS} or fewer"
         )
+
+
+_claim: object | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Claim this run's databases (every worker's, in the controller) before any test or
+    worker starts; processes started from here inherit the claim (CLAIMED_BY)."""
+    global _claim
+    config = session.config
+    if hasattr(config, "workerinput") or os.environ.get(CLAIMED_BY):
+        return
+    pairs = [(TEST_DATABASE_URL, TEST_REDIS_URL)]
+    if workers := _xdist_workers(config):
+        pairs = [worker_urls(*pairs[0], f"gw{k}") for k in range(workers)]
+    try:
+        _claim = claim_databases(pairs)
+    except DatabasesInUse as busy:
+        raise pytest.UsageError(str(busy)) from None
+    os.environ[CLAIMED_BY] = str(os.getpid())
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

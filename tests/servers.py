@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -562,3 +563,63 @@ def ensure_test_servers(database_url: str, redis_url: str) -> SessionServers:
             f"started a throwaway {redis_server.description}"
         )
     return servers
+
+
+# One test run per set of databases
+
+
+class DatabasesInUse(RuntimeError):
+    pass
+
+
+def _lock_key(name: str) -> int:
+    """A stable 64-bit advisory lock key for `name` (what pg_try_advisory_lock takes)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def claim_databases(pairs: list[tuple[str, str]]) -> object | None:
+    """Claim each (PostgreSQL database URL, Redis URL) pair for this process's lifetime.
+
+    Two runs on the same databases (two people's `./scripts/test` with the default URLs) fail
+    each other's tests at random: one truncates the other's tables, one's Celery worker takes
+    the other's jobs. The claim is a session advisory lock per PostgreSQL database and per
+    Redis db, held on a connection to the server's `postgres` database, so it ends with this
+    process however it ends. Returns that connection (None when the database is not
+    PostgreSQL); raises DatabasesInUse naming what another run holds.
+    """
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    server = make_url(pairs[0][0])
+    if server.get_backend_name() != "postgresql":
+        return None
+    connection = psycopg2.connect(
+        host=server.host,
+        port=server.port or 5432,
+        user=server.username or "postgres",
+        password=server.password,
+        dbname="postgres",
+        connect_timeout=10,
+    )
+    connection.autocommit = True
+    busy = []
+    with connection.cursor() as cursor:
+        for database_url, redis_url in pairs:
+            redis_parts = urlsplit(redis_url)
+            redis_db = redis_parts.path.strip("/") or "0"
+            for name in (
+                f"PostgreSQL database {make_url(database_url).database}",
+                f"Redis db {redis_parts.hostname}:{redis_parts.port or 6379}/{redis_db}",
+            ):
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(name),))
+                if not cursor.fetchone()[0]:
+                    busy.append(name)
+    if busy:
+        connection.close()
+        raise DatabasesInUse(
+            f"another test run is using {', '.join(busy)} (claims held on PostgreSQL "
+            f"{server.host}:{server.port or 5432}): give this run databases of its own with "
+            "TEST_DATABASE_URL and TEST_REDIS_URL, or wait for that run to end"
+        )
+    return connection

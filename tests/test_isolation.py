@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.conftest import MAX_WORKERS, TEST_REDIS_URL, worker_urls
 
@@ -50,6 +51,26 @@ def test_more_workers_than_redis_dbs_are_refused_before_any_starts():
     )
     assert result.returncode == 4, result.stdout + result.stderr  # usage error
     assert f"use -n {MAX_WORKERS} or fewer" in result.stderr
+
+
+def test_a_second_run_on_the_same_databases_is_refused_while_this_one_runs():
+    # As when two people start ./scripts/test with the default URLs at once: rather than
+    # truncating each other's tables and taking each other's jobs, the second one stops.
+    inherited = ("COV_", "PYTEST_XDIST_", "SWITCHBOARD_TEST_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", __file__, "-k", "none"],
+        cwd=REPO,
+        env=env,  # this process's TEST_DATABASE_URL and TEST_REDIS_URL, claimed by this run
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 4, result.stdout + result.stderr  # usage error
+    database = os.environ["TEST_DATABASE_URL"].rsplit("/", 1)[1]
+    redis_db = urlsplit(os.environ["TEST_REDIS_URL"])
+    assert f"another test run is using PostgreSQL database {database}" in result.stderr
+    assert f"Redis db {redis_db.hostname}:{redis_db.port or 6379}{redis_db.path}" in result.stderr
 
 
 def _notices(listener: object, seconds: float) -> list[bytes]:
