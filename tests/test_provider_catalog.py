@@ -155,7 +155,7 @@ def test_a_disabled_provider_stays_listed_and_a_keyless_one_stays_disabled(table
 def test_an_admin_provider_is_built_from_its_row_with_its_key_decrypted(tables) -> None:
     settings = _settings()
     _sync(settings)
-    token = ProviderKeyBox.from_settings(settings).encrypt("sk-lab-secret-0001")
+    token = ProviderKeyBox.from_settings(settings).encrypt("sk-lab-not-a-real-key-0001")
     with get_sessionmaker().begin() as session:
         session.add(
             ProviderConfigRow(
@@ -182,8 +182,11 @@ def test_an_admin_provider_is_built_from_its_row_with_its_key_decrypted(tables) 
             )
         )
     config = _catalog(settings).configs["lab"]
-    assert config.api_key is not None and config.api_key.get_secret_value() == "sk-lab-secret-0001"
-    assert "sk-lab-secret-0001" not in repr(config)
+    assert (
+        config.api_key is not None
+        and config.api_key.get_secret_value() == "sk-lab-not-a-real-key-0001"
+    )
+    assert "sk-lab-not-a-real-key-0001" not in repr(config)
     assert (config.models, config.default_model) == (("m1", "m2"), "m2")
     assert (config.max_tokens, config.temperature) == (256, 0.2)
     assert config.option("include_usage") is False

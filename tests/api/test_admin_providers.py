@@ -26,8 +26,8 @@ from tests.helpers import register_and_login
 from tests.stubs._server import Request, Response
 from tests.stubs.openai_stub import OpenAIStub, _error
 
-CANARY = "sk-canary-7f3e9b2c41d8a6e0"
-WRONG_KEY = "sk-canary-wrong-5d1c0a9e"
+CANARY = "sk-canary-not-a-real-key-0001"
+WRONG_KEY = "sk-canary-wrong-not-a-real-key"
 STUB_MODELS = ("stub-model", "llama3.1:8b", "meta-llama/Llama-3-8B", "gpt-4o")
 
 
