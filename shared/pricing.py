@@ -58,9 +58,10 @@ PRICES: dict[str, dict[str, ModelPrice]] = {
 }
 
 
-def seed_price(provider: str, model: str) -> ModelPrice | None:
-    """The shipped price of `model` on `provider` (a provider name), or None when unknown."""
-    if provider in FREE_PROVIDERS:
+def seed_price(provider: str, model: str, adapter: str | None = None) -> ModelPrice | None:
+    """The shipped price of `model` on `provider` (a provider name), or None when unknown.
+    A provider served by a local adapter (any Ollama server, echo) is free whatever its name."""
+    if provider in FREE_PROVIDERS or adapter in FREE_PROVIDERS:
         return FREE
     return PRICES.get(provider, {}).get(model)
 

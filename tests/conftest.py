@@ -167,15 +167,10 @@ def database() -> Iterator[str]:
 @pytest.fixture
 def db_clean(database: str) -> Iterator[None]:
     """Each test starts with empty tables (API and worker processes commit for real)."""
-    from sqlalchemy import text
-
-    from shared.db import get_engine
-    from shared.models import Base
+    from tests.helpers import empty_tables
 
     yield
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    empty_tables()
 
 
 @pytest.fixture

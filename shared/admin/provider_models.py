@@ -18,8 +18,8 @@ from shared.admin.providers import (
     InvalidProviderChange,
     NewModel,
     check_price,
-    initial_price,
     load_provider,
+    model_row,
     reject_unknown_fields,
 )
 from shared.admin.service import require_admin
@@ -64,21 +64,7 @@ class ProviderModelAdminService:
         row = load_provider(session, provider)
         if any(m.model_name == new.model_name for m in row.models):
             raise Conflict(f"Provider '{provider}' already has a model '{new.model_name}'")
-        if new.priced:
-            input_cost, output_cost = new.input_cost_per_1k_tokens, new.output_cost_per_1k_tokens
-        else:
-            input_cost, output_cost = initial_price(row.adapter, provider, new.model_name)
-        check_price(new.model_name, input_cost, output_cost)
-        model = ProviderModel(
-            model_name=new.model_name,
-            source=ADMIN,
-            is_enabled=new.is_enabled,
-            display_name=new.display_name,
-            max_context_length=new.max_context_length,
-            capabilities=new.capabilities,
-            input_cost_per_1k_tokens=input_cost,
-            output_cost_per_1k_tokens=output_cost,
-        )
+        model = model_row(new, row.adapter, provider)
         row.models.append(model)
         if row.source == ADMIN and row.default_model is None and new.is_enabled:
             row.default_model = new.model_name

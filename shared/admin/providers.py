@@ -26,7 +26,7 @@ from shared.admin.provider_views import ProviderView, provider_view
 from shared.admin.service import require_admin
 from shared.errors import AppError, Conflict, NotFound
 from shared.models import Message, ProviderConfigRow, ProviderModel, ReplyStatus, User
-from shared.pricing import FREE, FREE_PROVIDERS, seed_price
+from shared.pricing import seed_price
 from shared.providers.catalog import configured_providers
 from shared.providers.directory import bump_version, lock_catalog
 from shared.providers.endpoints import UnsafeEndpoint, check_endpoint_url
@@ -65,13 +65,6 @@ def load_provider(session: Session, name: str) -> ProviderConfigRow:
     return row
 
 
-def initial_price(adapter: str, provider: str, model: str) -> tuple[Decimal | None, Decimal | None]:
-    """A new model's price when the admin gives none: the shipped list's, zero for a local
-    adapter (Ollama, echo: no money per token), otherwise unpriced."""
-    price = seed_price(provider, model) or (FREE if adapter in FREE_PROVIDERS else None)
-    return (price.input_per_1k, price.output_per_1k) if price else (None, None)
-
-
 def check_price(model: str, input_cost: Decimal | None, output_cost: Decimal | None) -> None:
     # The catalog bills a model only with both halves of a price: refuse half a price
     # rather than silently leave the model unpriced.
@@ -108,7 +101,7 @@ class NewModel:
     display_name: str | None = None
     max_context_length: int | None = None
     capabilities: dict[str, Any] | None = None
-    # None with `priced` False: take `initial_price`; with `priced` True: as given.
+    # None with `priced` False: the shipped price (model_row); with `priced` True: as given.
     input_cost_per_1k_tokens: Decimal | None = None
     output_cost_per_1k_tokens: Decimal | None = None
     priced: bool = False
@@ -264,8 +257,7 @@ class ProviderAdminService:
         names = [m.model_name for m in new.models]
         if len(set(names)) != len(names):
             raise InvalidProviderChange("models lists a model name twice")
-        for model in new.models:
-            check_price(model.model_name, *_price_of(model, new))
+        models = [model_row(m, new.adapter, new.provider_name) for m in new.models]
         catalog = lock_catalog(session)
         name = new.provider_name
         taken = session.scalar(
@@ -285,20 +277,7 @@ class ProviderAdminService:
             temperature_default=new.temperature_default,
             config_json=new.config_json,
         )
-        for model in new.models:
-            input_cost, output_cost = _price_of(model, new)
-            row.models.append(
-                ProviderModel(
-                    model_name=model.model_name,
-                    source=ADMIN,
-                    is_enabled=model.is_enabled,
-                    display_name=model.display_name,
-                    max_context_length=model.max_context_length,
-                    capabilities=model.capabilities,
-                    input_cost_per_1k_tokens=input_cost,
-                    output_cost_per_1k_tokens=output_cost,
-                )
-            )
+        row.models.extend(models)
         default = new.default_model
         if default is None:
             default = next((m.model_name for m in new.models if m.is_enabled), None)
@@ -370,10 +349,26 @@ class ProviderAdminService:
         bump_version(session, catalog)
 
 
-def _price_of(model: NewModel, provider: NewProvider) -> tuple[Decimal | None, Decimal | None]:
-    if model.priced:
-        return model.input_cost_per_1k_tokens, model.output_cost_per_1k_tokens
-    return initial_price(provider.adapter, provider.provider_name, model.model_name)
+def model_row(new: NewModel, adapter: str, provider: str) -> ProviderModel:
+    """The row of a model an admin adds, priced as given or from the shipped list."""
+    if new.priced:
+        input_cost, output_cost = new.input_cost_per_1k_tokens, new.output_cost_per_1k_tokens
+    else:
+        price = seed_price(provider, new.model_name, adapter)
+        input_cost, output_cost = (
+            (price.input_per_1k, price.output_per_1k) if price else (None, None)
+        )
+    check_price(new.model_name, input_cost, output_cost)
+    return ProviderModel(
+        model_name=new.model_name,
+        source=ADMIN,
+        is_enabled=new.is_enabled,
+        display_name=new.display_name,
+        max_context_length=new.max_context_length,
+        capabilities=new.capabilities,
+        input_cost_per_1k_tokens=input_cost,
+        output_cost_per_1k_tokens=output_cost,
+    )
 
 
 provider_admin = ProviderAdminService()

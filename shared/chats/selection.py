@@ -32,12 +32,13 @@ def resolve_selection(
     With MULTI_PROVIDER_ENABLED off every request goes to DEFAULT_PROVIDER, as the
     Ollama-only service did; that provider must still be configured and enabled.
     """
-    configs = current_catalog(settings).configs
+    catalog = current_catalog(settings)
+    configs = catalog.configs
     if settings.MULTI_PROVIDER_ENABLED:
         name = provider or fallback_provider or settings.DEFAULT_PROVIDER
     else:
         name = settings.DEFAULT_PROVIDER
-    enabled = sorted(n for n, c in configs.items() if c.enabled)
+    enabled = catalog.enabled
     config = configs.get(name)
     if config is None:
         raise InvalidSelection(

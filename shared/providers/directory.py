@@ -131,7 +131,7 @@ def _sync_models(row: ProviderConfigRow, listed: tuple[str, ...]) -> bool:
     for name in listed:
         if name in existing:
             continue
-        price = seed_price(row.provider_name, name)
+        price = seed_price(row.provider_name, name, row.adapter)
         row.models.append(
             ProviderModel(
                 model_name=name,
@@ -229,10 +229,6 @@ class ProviderDirectory:
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(catalog)` after every reload (from the watcher thread)."""
         self._listeners.append(listener)
-
-    def forget(self) -> None:
-        """Drop what was read (tests that empty the tables)."""
-        self._state = None
 
     def refresh(self, *, force: bool = False) -> bool:
         """Reload the tables if their version moved; True if it did. Never raises on a

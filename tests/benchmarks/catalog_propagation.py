@@ -43,7 +43,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from tests.benchmarks.services import flush_redis, pg_connect
-from tests.e2e.harness import Process, base_env, start_api, start_process, wait_until
+from tests.e2e.harness import Process, base_env, start_api, start_worker
 from tests.helpers import recreate_migrated_database, register_and_login
 from tests.stubs._server import Request, Response, StreamResponse
 from tests.stubs.openai_stub import OpenAIStub
@@ -79,30 +79,7 @@ def log(message: str) -> None:
 
 
 def start_all_queues_worker(env: dict[str, str], log_dir: Path) -> Process:
-    process = start_process(
-        "all-queues-worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-P",
-            "gevent",
-            "-c",
-            "20",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"bench-all-queues-{secrets.token_hex(4)}@%h",
-        ],
-        env,
-        log_dir,
-    )
-    wait_until(lambda: "ready." in process.log(), 60, process)
-    return process
+    return start_worker(env, log_dir, None, concurrency=20, name="bench-all-queues")
 
 
 @contextmanager

@@ -101,32 +101,24 @@ def start_api(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
 
 
 def start_worker(
-    env: dict[str, str], log_dir: Path, queues: list[str], concurrency: int = 50
+    env: dict[str, str],
+    log_dir: Path,
+    queues: list[str] | None,
+    concurrency: int = 50,
+    name: str = "e2e",
 ) -> Process:
-    process = start_process(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-P",
-            "gevent",
-            "-c",
-            str(concurrency),
-            "-Q",
-            ",".join(queues),
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"e2e-{time.monotonic_ns()}@%h",
-        ],
-        env,
-        log_dir,
+    """A worker started as `switchboard worker` starts it; `queues=None`: no -Q (every queue,
+    new providers' included). The node name starts with `name`."""
+    from shared.devserver import worker_command
+    from shared.settings import get_settings
+
+    command = worker_command(
+        get_settings(),
+        queues,
+        concurrency,
+        ["--without-mingle", "--without-gossip", "-n", f"{name}-{time.monotonic_ns()}@%h"],
     )
+    process = start_process(f"{name}-worker", command, env, log_dir)
     wait_until(lambda: "ready." in process.log(), 60, process)
     return process
 

@@ -19,10 +19,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 
 from shared.db import session_scope
-from shared.devserver import worker_command
 from shared.models import ProviderUsage, User
-from shared.settings import get_settings
-from tests.e2e.harness import Process, start_api, start_process, wait_until
+from tests.e2e.harness import Process, start_api, start_worker, wait_until
 from tests.helpers import empty_tables, register_and_login
 from tests.stubs.openai_stub import OpenAIStub
 from tests.test_provider_keys import dump_test_database
@@ -52,15 +50,7 @@ def runtime_api(runtime_env: dict[str, str], log_dir: Path) -> Iterator[tuple[Pr
 
 @pytest.fixture(scope="module")
 def all_queues_worker(runtime_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
-    # `switchboard worker` without -Q: every queue, as they come.
-    command = worker_command(
-        get_settings(),
-        None,
-        20,
-        ["--without-mingle", "--without-gossip", "-n", f"all-queues-{uuid.uuid4().hex[:8]}@%h"],
-    )
-    process = start_process("all-queues-worker", command, runtime_env, log_dir)
-    wait_until(lambda: "ready." in process.log(), 60, process)
+    process = start_worker(runtime_env, log_dir, None, concurrency=20, name="all-queues")
     yield process
     process.stop()
 
