@@ -24,6 +24,7 @@ from api.routes import (
 )
 from api.routes.metrics import install_metrics
 from api.schemas.common import ErrorOut
+from api.web import install_web
 from shared.providers.directory import provider_directory
 from shared.redis_client import async_redis
 from shared.settings import get_settings
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
     install_error_handlers(app)
+    install_web(app)
     # Outermost: it counts the answers of the error middleware too.
     install_metrics(app)
     for module in (health, auth, users, chats, messages, system_prompts, providers, metrics, admin):

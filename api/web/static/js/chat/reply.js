@@ -1,0 +1,191 @@
+// One assistant reply on the page: its text as it streams, its figures once it is final.
+//
+// The text shown is built from the reply's stream events only, from the first event on (the
+// stream replays from the start), so a reload or a reconnect shows exactly the stored text:
+// nothing lost, nothing twice. A reconnect resumes after the last event id seen.
+
+import { api } from "../api.js";
+import { el } from "../dom.js";
+import { formatCost, formatMs, formatTokens } from "../format.js";
+import { renderMarkdown } from "../markdown.js";
+import { readReplyStream } from "../sse.js";
+
+const FINAL = new Set(["completed", "failed", "cancelled"]);
+const RECONNECT_MS = [250, 500, 1000, 2000, 5000];
+
+export class ReplyView {
+  constructor(message, { onRetry, onFinal }) {
+    this.message = message;
+    this.onRetry = onRetry;
+    this.onFinal = onFinal;
+    this.text = "";
+    this.lastEventId = null;
+    this.controller = null;
+    this.renderQueued = false;
+    this.lastEventAt = 0;
+    this.body = el("div", { class: "message-body" });
+    this.notes = el("div", { class: "message-notes" });
+    this.meta = el("div", { class: "message-meta" });
+    this.errorLine = el("div", { class: "message-error", hidden: true });
+    this.retry = el("button", { type: "button", class: "retry-button link", hidden: true, onclick: () => this.onRetry(this) }, "Retry");
+    this.node = el(
+      "article",
+      { class: "message", dataset: { role: "assistant", messageId: message.id } },
+      this.notes,
+      this.body,
+      this.errorLine,
+      this.meta,
+      this.retry,
+    );
+    this.show(message);
+  }
+
+  get id() {
+    return this.message.id;
+  }
+
+  get status() {
+    return this.message.status;
+  }
+
+  get isFinal() {
+    return FINAL.has(this.message.status);
+  }
+
+  // A stored reply: final ones show their stored text; the others stream.
+  show(message) {
+    this.message = message;
+    this.node.dataset.status = message.status ?? "";
+    if (this.isFinal) {
+      this.text = message.content ?? "";
+      this.renderText();
+      this.body.classList.remove("cursor");
+    } else {
+      this.body.classList.add("cursor");
+    }
+    this.renderMeta();
+    this.errorLine.textContent = message.error ?? "";
+    this.errorLine.hidden = !(message.status === "failed" && message.error);
+    this.retry.hidden = message.status !== "failed";
+  }
+
+  renderMeta() {
+    const message = this.message;
+    const parts = [
+      ["message-status", message.status],
+      ["meta-provider", message.provider],
+      ["meta-model", message.model],
+      ["meta-tokens", formatTokens(message.usage)],
+      ["meta-cost", this.isFinal && message.usage ? formatCost(message.cost) : null],
+      ["meta-ttft", message.time_to_first_token_ms != null ? `first token ${formatMs(message.time_to_first_token_ms)}` : null],
+      ["meta-duration", message.response_time_ms != null ? `took ${formatMs(message.response_time_ms)}` : null],
+    ];
+    this.meta.replaceChildren(
+      ...parts.filter(([, text]) => text).map(([name, text]) => el("span", { class: name }, text)),
+    );
+  }
+
+  renderText() {
+    this.body.replaceChildren(renderMarkdown(this.text));
+  }
+
+  // Markdown is re-rendered at most once a frame, however fast tokens come.
+  scheduleRender() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    requestAnimationFrame(() => {
+      this.renderQueued = false;
+      this.renderText();
+      this.node.dispatchEvent(new CustomEvent("reply:grew", { bubbles: true }));
+    });
+  }
+
+  // Reads the stream until the reply is final; reconnects (resuming) when the connection ends
+  // early or fails. `stop()` ends the reading, not the reply.
+  async follow() {
+    if (this.isFinal || this.controller) return;
+    let failures = 0;
+    while (!this.isFinal) {
+      this.controller = new AbortController();
+      try {
+        await readReplyStream(this.id, {
+          lastEventId: this.lastEventId,
+          signal: this.controller.signal,
+          onEvent: (event) => this.handle(event),
+        });
+        failures = 0;
+      } catch (error) {
+        if (this.controller?.signal.aborted && this.controller.reason === "stop") break;
+        if (error.status === 404) {
+          this.show({ ...this.message, status: "failed", error: "This reply no longer exists" });
+          break;
+        }
+        if (error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429) {
+          // The id we resume after was refused: start over from the first event.
+          this.lastEventId = null;
+          this.text = "";
+        }
+        failures += 1;
+      }
+      if (!this.isFinal && !this.controller?.signal.aborted) {
+        await sleep(RECONNECT_MS[Math.min(failures, RECONNECT_MS.length - 1)]);
+      }
+      if (this.controller?.signal.aborted && this.controller.reason === "stop") break;
+    }
+    this.controller = null;
+  }
+
+  // Resume now (after the last event seen), e.g. when a background tab becomes visible again and
+  // the connection may have been dropped while the browser throttled it.
+  reconnect() {
+    if (this.controller && !this.isFinal) this.controller.abort("reconnect");
+  }
+
+  stop() {
+    this.controller?.abort("stop");
+  }
+
+  handle(event) {
+    this.lastEventAt = performance.now();
+    if (event.id) this.lastEventId = event.id;
+    const { type, data } = event;
+    if (type === "token") {
+      if (this.message.status === "queued") this.show({ ...this.message, status: "running" });
+      this.text += data.delta ?? "";
+      this.scheduleRender();
+    } else if (type === "reset" || type === "restart") {
+      this.text = "";
+      if (type === "restart") {
+        const where = [data.provider, data.model].filter(Boolean).join(" / ");
+        this.notes.append(el("p", { class: "restart-note" }, `Restarted on ${where || "another provider"}: ${data.reason ?? ""}`));
+      }
+      this.scheduleRender();
+    } else if (type === "done" || type === "error") {
+      this.finish(data);
+    }
+  }
+
+  async finish(data) {
+    const status = data.status ?? (data.error ? "failed" : "completed");
+    this.show({
+      ...this.message,
+      status,
+      content: this.text,
+      usage: data.usage ?? this.message.usage,
+      cost: data.cost ?? null,
+      error: data.error ?? null,
+    });
+    this.node.dispatchEvent(new CustomEvent("reply:grew", { bubbles: true }));
+    // The stored row has what the stream does not carry (time to first token, duration).
+    try {
+      this.show(await api(`/messages/${this.id}`));
+    } catch {
+      // The figures from the end event stay.
+    }
+    this.onFinal?.(this);
+  }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
