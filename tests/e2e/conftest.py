@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from tests.e2e.browser import browser, open_page, page, web_user  # noqa: F401 (fixtures)
 from tests.e2e.harness import Process, base_env, start_api, start_worker
 from tests.stubs.anthropic_stub import AnthropicStub
 from tests.stubs.ollama_stub import OllamaStub
@@ -36,6 +37,8 @@ STUB_MODELS = [
     "fault-hang",
     "fault-stall",
     "fault-stall+after=5",
+    # The browser tests' slow reply: 30 tokens 150 ms apart, time to see steps and reload.
+    "stub-model+tokens=30+delay=150",
 ]
 # The shared worker leaves the ollama queue to the tests that start (and kill) their own.
 QUEUES = ["echo", "anthropic", "openai"]
