@@ -8,10 +8,15 @@ import { $, cell, el, formatCost, formatCount, formatMs, formatRate, showError }
 const TOP_USERS = 10;
 const DAY = 86400;
 const COLOURS = ["#2f6fed", "#1f8a4c", "#c0362c", "#b8860b", "#8a2be2", "#0f8b8d", "#d2691e", "#708090"];
+const money = (v) => (v === 0 ? "$0" : `$${v.toFixed(v < 0.01 ? 6 : v < 1 ? 4 : 2)}`);
+const count = (v) => formatCount(Math.round(v));
+// Each chart: one line per provider; `figure` of a (day, provider) group, `gap`: the value of a
+// day without usage (0 for sums; null, no point, for latency).
 const CHARTS = [
-  { id: "chart-requests", figure: (g) => g.requests, format: (v) => formatCount(Math.round(v)) },
-  { id: "chart-tokens", figure: (g) => g.total_tokens, format: (v) => formatCount(Math.round(v)) },
-  { id: "chart-cost", figure: (g) => (g.cost === null ? 0 : Number(g.cost)), format: (v) => `$${v.toFixed(v < 1 ? 4 : 2)}` },
+  { id: "chart-requests", figure: (g) => g.requests, gap: 0, format: count },
+  { id: "chart-tokens", figure: (g) => g.total_tokens, gap: 0, format: count },
+  { id: "chart-cost", figure: (g) => (g.cost === null ? 0 : Number(g.cost)), gap: 0, format: money },
+  { id: "chart-latency", figure: (g) => g.response_time_ms_p95, gap: null, format: (v) => formatMs(v) ?? "–", additive: false },
 ];
 
 const plots = new Map();
@@ -91,14 +96,14 @@ function drawCharts(groups, start, days) {
   const xs = Array.from({ length: days }, (_, i) => start + i * DAY);
   const providerNames = [...new Set(groups.map((g) => g.provider))].sort();
   for (const chart of CHARTS) {
-    const series = providerNames.map(() => new Array(days).fill(0));
+    const series = providerNames.map(() => new Array(days).fill(chart.gap));
     let total = 0;
     for (const group of groups) {
       const i = dayIndex(group.day, start);
       if (i < 0 || i >= days) continue;
-      const value = chart.figure(group);
-      series[providerNames.indexOf(group.provider)][i] += value;
-      total += value;
+      const value = chart.figure(group); // one group per (day, provider)
+      series[providerNames.indexOf(group.provider)][i] = value;
+      if (chart.additive !== false) total += value ?? 0;
     }
     draw(chart, xs, providerNames, series, total);
   }
@@ -111,7 +116,7 @@ function draw(chart, xs, names, series, total) {
   target.replaceChildren();
   // What the chart shows, for tests and for anyone reading the DOM.
   target.dataset.providers = names.join(",");
-  target.dataset.total = String(Math.round(total * 1e6) / 1e6);
+  if (chart.additive !== false) target.dataset.total = String(Math.round(total * 1e6) / 1e6);
   if (!window.uPlot) {
     target.append(el("p", { class: "error" }, "The chart library did not load."));
     return;

@@ -107,7 +107,8 @@ function renderProvider(provider) {
   );
   if (provider.api_endpoint) card.append(el("p", { class: "muted small provider-endpoint" }, provider.api_endpoint));
 
-  card.append(renderKey(provider));
+  const key = renderKey(provider);
+  if (key) card.append(key);
 
   const testButton = el("button", { type: "button", class: "provider-test" }, "Test connection");
   testButton.addEventListener("click", () =>
@@ -140,13 +141,13 @@ function renderProvider(provider) {
 function renderKey(provider) {
   const name = provider.provider_name;
   const row = el("div", { class: "row provider-key" });
-  const described = provider.api_key_set
-    ? `Key set ${provider.api_key_hint ?? ""}`.trim()
-    : "No API key";
+  const fromSettings = provider.key_source === "environment" || provider.source === "environment";
+  // An environment provider without a key setting (echo, ollama) takes no key at all.
+  if (fromSettings && !provider.key_setting && !provider.api_key_set) return null;
+  const described = provider.api_key_set ? `API key set ${provider.api_key_hint ?? ""}`.trim() : "No API key";
   row.append(el("span", { class: "provider-key-state" }, described));
-  if (provider.key_source === "environment" || provider.source === "environment") {
-    if (provider.key_setting) row.append(el("span", { class: "muted small" }, `from the settings (${provider.key_setting})`));
-    else if (provider.source === "environment") row.append(el("span", { class: "muted small" }, "set in the settings"));
+  if (fromSettings) {
+    row.append(el("span", { class: "muted small" }, `from the settings${provider.key_setting ? ` (${provider.key_setting})` : ""}`));
     return row;
   }
   // Write-only: the input starts empty, is never filled from an answer, and is cleared once sent.
