@@ -31,20 +31,23 @@ async function showApp() {
   const user = await currentUser();
   $("#user-email").textContent = user.email;
   $("#admin-link").hidden = !user.is_admin;
-  $("#auth-view").hidden = true;
-  $("#app-view").hidden = false;
   await Promise.all([catalog.refresh(), prompts.load(), chats.load()]);
   // After a reload the page comes back to the chat it showed (its id is in the URL's hash).
   const chatId = /^#chat=([0-9a-f-]{36})$/.exec(location.hash)?.[1];
+  let opened = false;
   if (chatId) {
     try {
       await openChat(await api(`/chats/${chatId}`));
-      return;
+      opened = true;
     } catch {
       // Deleted meanwhile, or not this user's: a new chat instead.
     }
   }
-  newChat();
+  if (!opened) newChat();
+  // Shown once filled: a choice made in a half-loaded view would be overwritten.
+  $("#auth-view").hidden = true;
+  $("#app-view").hidden = false;
+  $("#message-input").focus();
 }
 
 async function authenticate(action) {
