@@ -11,6 +11,12 @@ Two ways to answer, with the same counts, tokens and costs (sums of the same row
   (shared/usage/rollup.py), when the range's rolled-up part holds more than
   EXACT_PERCENTILE_ROWS rows. Percentiles then come from latency histograms: within 9.05% of
   the exact value. Below that size reading the rows is fast enough, so they stay exact.
+
+`order` sorts the groups by a figure, largest first (ties: more requests first, then the
+group keys); `limit` keeps the first groups (ordered by requests when no `order` is given).
+From the rows, a limit picks the top groups first with a plain grouped count (no percentiles),
+then computes every figure for those groups only: the top 10 of 10,000 users does not sort
+1M latencies into 10,000 percentiles to throw 9,990 away.
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, func, literal_column, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -43,6 +59,8 @@ ANALYTICS_WORK_MEM = "64MB"
 # plus the merge); beyond it, the rollups answer.
 EXACT_PERCENTILE_ROWS = 20_000
 PERCENTILES = (0.5, 0.95)
+ORDERS = ("requests", "total_tokens", "cost")
+MAX_LIMIT = 1000
 
 
 class InvalidAnalyticsQuery(AppError):
@@ -58,6 +76,13 @@ class UsageQuery:
     model: str | None = None
     user_id: uuid.UUID | None = None
     status: str | None = None
+    order: str | None = None
+    limit: int | None = None
+
+    @property
+    def sort_by(self) -> str | None:
+        """The figure the groups are sorted by: `order`, or requests when only a limit is set."""
+        return self.order or ("requests" if self.limit is not None else None)
 
 
 @dataclass(slots=True)
@@ -111,6 +136,8 @@ def build_query(
     status: str | None = None,
     default_range: dt.timedelta = DEFAULT_RANGE,
     now: dt.datetime | None = None,
+    order: str | None = None,
+    limit: int | None = None,
 ) -> UsageQuery:
     """The checked query: `to` defaults to now, `from` to 30 days before `to` (UTC)."""
     end_at = _utc(end) if end is not None else (now or dt.datetime.now(dt.UTC))
@@ -121,7 +148,11 @@ def build_query(
         raise InvalidAnalyticsQuery("the date range is at most 366 days")
     if status is not None and status not in STATUSES:
         raise InvalidAnalyticsQuery(f"status: one of {', '.join(STATUSES)}")
-    return UsageQuery(start_at, end_at, group_by, provider, model, user_id, status)
+    if order is not None and order not in ORDERS:
+        raise InvalidAnalyticsQuery(f"order: one of {', '.join(ORDERS)}")
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise InvalidAnalyticsQuery(f"limit: between 1 and {MAX_LIMIT}")
+    return UsageQuery(start_at, end_at, group_by, provider, model, user_id, status, order, limit)
 
 
 def _key_columns(dialect: str) -> dict[str, ColumnElement[Any]]:
@@ -190,11 +221,12 @@ class UsageAnalytics:
 
     def report(self, session: Session, query: UsageQuery) -> list[UsageGroup]:
         dialect = session.get_bind().dialect.name
+        groups = None
         if dialect == "postgresql" and "user" not in query.group_by and query.user_id is None:
             groups = self._from_rollups(session, query)
-            if groups is not None:
-                return groups
-        return self._from_rows(session, query, dialect)
+        if groups is None:
+            groups = self._from_rows(session, query, dialect)
+        return _sorted_and_limited(groups, query)
 
     def _from_rollups(self, session: Session, query: UsageQuery) -> list[UsageGroup] | None:
         """The rollup answer, or None when the rows are the better one (see the module doc)."""
@@ -239,6 +271,13 @@ class UsageAnalytics:
         group_columns = [keys[k].label(f"key_{k}") for k in query.group_by]
         prompt = func.coalesce(func.sum(ProviderUsage.prompt_tokens), 0)
         completion = func.coalesce(func.sum(ProviderUsage.completion_tokens), 0)
+        filters = _filters(query)
+        if query.limit is not None and query.group_by:
+            top = self._top_keys(session, query, keys, prompt + completion)
+            if not top:
+                return []
+            filters.append(_key_in(query, keys, top))
+
         measures: list[ColumnElement[Any]] = [
             func.count().label("requests"),
             prompt.label("prompt_tokens"),
@@ -261,7 +300,7 @@ class UsageAnalytics:
                 .label("ttft"),
             ]
             session.execute(text(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'"))
-        statement = select(*group_columns, *measures).where(*_filters(query))
+        statement = select(*group_columns, *measures).where(*filters)
         if group_columns:
             statement = statement.group_by(*group_columns).order_by(*group_columns)
         groups: list[UsageGroup] = []
@@ -290,9 +329,32 @@ class UsageAnalytics:
                 group.time_to_first_token_ms_p50, group.time_to_first_token_ms_p95 = _pair(ttft)
             groups.append(group)
         if not postgres:
-            self._percentiles_in_python(session, query, keys, groups)
+            self._percentiles_in_python(session, query, keys, groups, filters)
         self._attach_emails(session, groups)
         return groups
+
+    def _top_keys(
+        self,
+        session: Session,
+        query: UsageQuery,
+        keys: dict[str, ColumnElement[Any]],
+        total_tokens: ColumnElement[Any],
+    ) -> list[tuple[Any, ...]]:
+        """The keys of the first `limit` groups by `sort_by`, from a grouped count alone."""
+        columns = [keys[k] for k in query.group_by]
+        figure = {
+            "requests": func.count(),
+            "total_tokens": total_tokens,
+            "cost": func.sum(ProviderUsage.cost),
+        }[query.sort_by or "requests"]
+        statement = (
+            select(*columns)
+            .where(*_filters(query))
+            .group_by(*columns)
+            .order_by(figure.desc().nulls_last(), func.count().desc(), *columns)
+            .limit(query.limit)
+        )
+        return [tuple(row) for row in session.execute(statement)]
 
     def _percentiles_in_python(
         self,
@@ -300,6 +362,7 @@ class UsageAnalytics:
         query: UsageQuery,
         keys: dict[str, ColumnElement[Any]],
         groups: list[UsageGroup],
+        filters: list[ColumnElement[bool]],
     ) -> None:
         by_key = {g._key: g for g in groups}
         times: dict[tuple[Any, ...], list[float]] = defaultdict(list)
@@ -309,7 +372,7 @@ class UsageAnalytics:
                 *(keys[k] for k in query.group_by),
                 ProviderUsage.response_time_ms,
                 ProviderUsage.time_to_first_token_ms,
-            ).where(*_filters(query))
+            ).where(*filters)
         )
         width = len(query.group_by)
         for row in rows:
@@ -332,6 +395,58 @@ class UsageAnalytics:
         for group in groups:
             if group.user_id is not None:
                 group.user_email = emails.get(group.user_id)
+
+
+def _key_in(
+    query: UsageQuery, keys: dict[str, ColumnElement[Any]], top: list[tuple[Any, ...]]
+) -> ColumnElement[bool]:
+    """The rows of the groups in `top`. A key may be null (the rows of deleted users), which IN
+    never matches: those groups are matched with IS NULL."""
+    columns = [keys[k] for k in query.group_by]
+    plain = [key for key in top if None not in key]
+    conditions: list[ColumnElement[bool]] = []
+    if plain and len(columns) == 1:
+        conditions.append(columns[0].in_([key[0] for key in plain]))
+    elif plain:
+        conditions.append(tuple_(*columns).in_(plain))
+    for key in top:
+        if None in key:
+            conditions.append(
+                and_(
+                    *(
+                        c.is_(None) if v is None else c == v
+                        for c, v in zip(columns, key, strict=True)
+                    )
+                )
+            )
+    return or_(*conditions)
+
+
+def _sort_figure(group: UsageGroup, figure: str) -> Decimal | int | None:
+    if figure == "requests":
+        return group.requests
+    if figure == "total_tokens":
+        return group.total_tokens
+    return group.cost
+
+
+def _sorted_and_limited(groups: list[UsageGroup], query: UsageQuery) -> list[UsageGroup]:
+    """Largest `sort_by` first (unpriced last for cost), then more requests; groups that tie
+    on both keep the order they came in (by their keys). Then the first `limit`."""
+    figure = query.sort_by
+    if figure is None:
+        return groups
+    ranked = sorted(
+        enumerate(groups),
+        key=lambda item: (
+            _sort_figure(item[1], figure) is None,
+            -(_sort_figure(item[1], figure) or 0),
+            -item[1].requests,
+            item[0],
+        ),
+    )
+    ordered = [group for _, group in ranked]
+    return ordered if query.limit is None else ordered[: query.limit]
 
 
 def _pair(values: Sequence[float] | None) -> tuple[float | None, float | None]:

@@ -89,6 +89,8 @@ class AnalyticsParams:
         default_group_by: tuple[str, ...],
         user_id: uuid.UUID | None = None,
         default_range: dt.timedelta = DEFAULT_RANGE,
+        order: str | None = None,
+        limit: int | None = None,
     ) -> UsageQuery:
         return build_query(
             start=self.start,
@@ -99,6 +101,8 @@ class AnalyticsParams:
             user_id=user_id,
             status=self.status,
             default_range=default_range,
+            order=order,
+            limit=limit,
         )
 
 
