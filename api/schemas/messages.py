@@ -34,6 +34,17 @@ class MessageRead(BaseModel):
     )
     created_at: datetime
     completed_at: datetime | None
+    time_to_first_token_ms: int | None = Field(
+        default=None,
+        description="Replies: milliseconds from the start of the generation to its first token; "
+        "null for "
+        "user messages, unfinished replies, and replies that produced no token",
+    )
+    response_time_ms: int | None = Field(
+        default=None,
+        description="Replies: milliseconds the generation took; null for user messages and "
+        "unfinished replies",
+    )
 
 
 class MessageList(BaseModel):

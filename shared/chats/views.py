@@ -10,7 +10,9 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.models import Message, ProviderUsage
+from shared.models import Message, ProviderUsage, ReplyStatus
+
+FINAL_STATUSES = frozenset(status for status in ReplyStatus if status.is_final)
 
 
 @dataclass(slots=True)
@@ -37,6 +39,9 @@ class MessageView:
     finish_reason: str | None
     created_at: datetime
     completed_at: datetime | None
+    # From the reply's usage row: null for user messages and for replies not finished yet.
+    time_to_first_token_ms: int | None = None
+    response_time_ms: int | None = None
 
 
 def message_view(message: Message, usage: ProviderUsage | None) -> MessageView:
@@ -57,6 +62,8 @@ def message_view(message: Message, usage: ProviderUsage | None) -> MessageView:
                 if flag
             ],
         )
+    # The usage row is stored with the reply's final status; times before that are unknown.
+    timed = usage if usage is not None and message.status in FINAL_STATUSES else None
     return MessageView(
         id=message.id,
         chat_id=message.chat_id,
@@ -71,10 +78,13 @@ def message_view(message: Message, usage: ProviderUsage | None) -> MessageView:
         finish_reason=message.finish_reason,
         created_at=message.created_at,
         completed_at=message.completed_at,
+        time_to_first_token_ms=timed.time_to_first_token_ms if timed is not None else None,
+        response_time_ms=timed.response_time_ms if timed is not None else None,
     )
 
 
 def message_views(session: Session, messages: list[Message]) -> list[MessageView]:
+    """The views of `messages`, with one query for all the replies' usage rows."""
     ids = [m.id for m in messages if m.role == "assistant"]
     usages: dict[uuid.UUID | None, ProviderUsage] = {}
     if ids:
