@@ -12,6 +12,7 @@ from api.schemas.admin import UsageAnalyticsReport
 from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
 from api.schemas.responses import AUTHENTICATED, not_found
 from shared.errors import NotFound
+from shared.providers.availability import provider_availability
 from shared.providers.directory import current_catalog
 from shared.usage.service import usage_service
 
@@ -20,8 +21,10 @@ router = APIRouter(tags=["providers"], responses=AUTHENTICATED)
 
 @router.get("/providers", response_model=list[ProviderInfo])
 async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
-    """Every provider this deployment knows, with its allowed models."""
+    """Every provider this deployment knows, disabled ones included, with its allowed models;
+    `unavailable_reason` says why a submission to it would be refused (null: accepted)."""
     await auth.run(current_user)
+    catalog = current_catalog(auth.settings)
     return [
         ProviderInfo(
             name=name,
@@ -30,8 +33,9 @@ async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
             is_enabled=config.enabled,
             default_model=config.default_model,
             is_demo=config.adapter == "echo",
+            unavailable_reason=provider_availability(catalog, name).reason,
         )
-        for name, config in current_catalog(auth.settings).configs.items()
+        for name, config in catalog.configs.items()
     ]
 
 

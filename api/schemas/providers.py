@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.schemas.common import Cost
 
@@ -17,6 +17,11 @@ class ProviderInfo(BaseModel):
     is_enabled: bool
     default_model: str | None
     is_demo: bool
+    unavailable_reason: str | None = Field(
+        default=None,
+        description="Null when a submission to the provider would be accepted; else why not "
+        "(e.g. `disabled by an admin`, `no API key`, `no enabled models`)",
+    )
 
 
 class ModelInfo(BaseModel):

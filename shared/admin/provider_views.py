@@ -10,14 +10,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.models import ProviderConfigRow, ProviderModel
-from shared.providers.catalog import configured_providers
+from shared.providers.availability import provider_availability
+from shared.providers.catalog import KEY_SETTINGS, configured_providers
 from shared.providers.keys import (
     InvalidKeyToken,
     ProviderKeyBox,
     ProviderKeysUnavailable,
     key_hint,
 )
-from shared.providers.manager import provider_manager
 from shared.providers.snapshot import ADMIN, ENVIRONMENT, Catalog
 from shared.settings import Settings
 
@@ -100,16 +100,12 @@ def model_view(model: ProviderModel) -> ModelView:
     )
 
 
-# Where the settings keep an environment provider's key.
-_ENV_KEY_SETTING = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-
-
 def _key_state(row: ProviderConfigRow, settings: Settings) -> KeyState:
     if row.source == ENVIRONMENT:
         config = configured_providers(settings).get(row.provider_name)
         key = config.api_key.get_secret_value() if config and config.api_key else ""
-        if row.provider_name in _ENV_KEY_SETTING:
-            setting: str | None = _ENV_KEY_SETTING[row.provider_name]
+        if row.provider_name in KEY_SETTINGS:
+            setting: str | None = KEY_SETTINGS[row.provider_name]
         elif config is not None and config.adapter == "openai_compatible":
             setting = "OPENAI_COMPATIBLE_PROVIDERS"
         else:
@@ -146,40 +142,14 @@ def provider_view(row: ProviderConfigRow, settings: Settings) -> ProviderView:
 
 
 def availability(view: ProviderView, catalog: Catalog, settings: Settings) -> Availability:
-    """What the catalog this process serves makes of the provider, and why it is unusable."""
+    """What the catalog this process serves makes of the provider, and why it is unusable
+    (shared.providers.availability decides; this adds why a row is not served at all)."""
     name = view.provider_name
-    config = catalog.configs.get(name)
-    if config is None or catalog.sources.get(name) != view.source:
+    if name not in catalog.configs or catalog.sources.get(name) != view.source:
         if settings.PROVIDERS_ENABLED and view.adapter not in settings.PROVIDERS_ENABLED:
             reason = f"its adapter '{view.adapter}' is not in PROVIDERS_ENABLED"
         else:
             reason = "not in this process's provider catalog yet"
         return Availability(False, reason, (), None)
-    offered, default = config.models, config.default_model
-    reason = None
-    if view.adapter not in provider_manager.list_providers():
-        reason = f"its adapter '{view.adapter}' is not installed"
-    elif not view.is_enabled:
-        reason = "disabled by an admin"
-    elif not config.enabled:
-        reason = _disabled_reason(view, settings)
-    elif not offered:
-        reason = f"no enabled models: add one (GET /admin/providers/{name}/discover lists them)"
-    return Availability(reason is None, reason, offered, default)
-
-
-def _disabled_reason(view: ProviderView, settings: Settings) -> str:
-    if not settings.MULTI_PROVIDER_ENABLED and view.provider_name != settings.DEFAULT_PROVIDER:
-        return "MULTI_PROVIDER_ENABLED is false: only DEFAULT_PROVIDER takes requests"
-    if view.source == ADMIN:
-        if view.key.is_set and view.key.hint is None:
-            return (
-                "its stored key cannot be decrypted: PROVIDER_KEYS_SECRET is not set, or no "
-                "longer holds the key that encrypted it"
-            )
-        return "disabled"
-    if view.provider_name in _ENV_KEY_SETTING and not view.key.is_set:
-        return f"no API key: set {_ENV_KEY_SETTING[view.provider_name]}"
-    if view.key.setting == "OPENAI_COMPATIBLE_PROVIDERS":
-        return "enabled: false in OPENAI_COMPATIBLE_PROVIDERS"
-    return "disabled in the settings"
+    state = provider_availability(catalog, name)
+    return Availability(state.usable, state.detail, state.offered, state.default_model)

@@ -14,8 +14,8 @@ from shared.providers.base import ProviderConfig
 from shared.providers.endpoints import UnsafeEndpoint, check_endpoint_url
 from shared.settings import InvalidSettings, Settings
 
-# Why a built-in provider is disabled, for start-up messages.
-_KEY_SETTING = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+# The settings that hold the built-in providers' keys: without one the provider is disabled.
+KEY_SETTINGS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
 def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
@@ -119,8 +119,8 @@ def default_provider_problem(settings: Settings) -> str | None:
     if config is not None and config.enabled:
         return None
     if config is not None:
-        if name in _KEY_SETTING:
-            return f"DEFAULT_PROVIDER is {name!r}, which has no API key: set {_KEY_SETTING[name]}"
+        if name in KEY_SETTINGS:
+            return f"DEFAULT_PROVIDER is {name!r}, which has no API key: set {KEY_SETTINGS[name]}"
         return (
             f"DEFAULT_PROVIDER is {name!r}, which is disabled "
             "(enabled: false in OPENAI_COMPATIBLE_PROVIDERS)"

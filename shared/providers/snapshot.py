@@ -21,7 +21,12 @@ from pydantic import SecretStr
 
 from shared.pricing import ModelPrice, seed_price
 from shared.providers.base import ProviderConfig
-from shared.providers.catalog import apply_feature_flag, configured_providers, loadable
+from shared.providers.catalog import (
+    KEY_SETTINGS,
+    apply_feature_flag,
+    configured_providers,
+    loadable,
+)
 from shared.providers.keys import InvalidKeyToken, ProviderKeyBox, ProviderKeysUnavailable
 from shared.settings import Settings
 
@@ -66,6 +71,38 @@ class ProviderRecord:
     models: tuple[ModelRecord, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Why a provider takes no submissions: `reason` short, for users; `detail` says what an
+    operator can do about it."""
+
+    reason: str
+    detail: str
+
+
+DISABLED_BY_ADMIN = Unavailable("disabled by an admin", "disabled by an admin")
+ONLY_DEFAULT_PROVIDER = Unavailable(
+    "only the default provider takes requests",
+    "MULTI_PROVIDER_ENABLED is false: only DEFAULT_PROVIDER takes requests",
+)
+KEY_UNREADABLE = Unavailable(
+    "its stored API key cannot be read",
+    "its stored key cannot be decrypted: PROVIDER_KEYS_SECRET is not set, or no longer holds "
+    "the key that encrypted it",
+)
+
+
+def _settings_reason(config: ProviderConfig) -> Unavailable:
+    """Why the settings alone disable an environment provider."""
+    if config.name in KEY_SETTINGS:
+        return Unavailable("no API key", f"no API key: set {KEY_SETTINGS[config.name]}")
+    if config.adapter == "openai_compatible":
+        return Unavailable(
+            "disabled in the settings", "enabled: false in OPENAI_COMPATIBLE_PROVIDERS"
+        )
+    return Unavailable("disabled in the settings", "disabled in the settings")
+
+
 # (version, updated_at): a truncated and re-seeded table may repeat a version, never both.
 Stamp = tuple[int, datetime | None]
 
@@ -87,6 +124,8 @@ class Catalog:
     prices: dict[str, dict[str, ModelPrice | None]]
     sources: dict[str, str]
     stamp: Stamp | None
+    # Why each provider with `enabled=False` is disabled.
+    disabled: dict[str, Unavailable] = field(default_factory=dict)
 
     def price(self, provider: str, model: str) -> ModelPrice | None:
         """The price of `model` now; the shipped list for a model the catalog no longer has
@@ -108,12 +147,17 @@ def build_catalog(settings: Settings, state: TableState | None) -> Catalog:
     configs: dict[str, ProviderConfig] = {}
     prices: dict[str, dict[str, ModelPrice | None]] = {}
     sources: dict[str, str] = {}
+    disabled: dict[str, Unavailable] = {}
     for name, config in configured_providers(settings).items():
         record = records.get(name)
         if record is not None and record.source == ADMIN:
             continue  # an admin created it first; sync_environment has logged the clash
         configs[name], prices[name] = _environment_provider(config, record)
         sources[name] = ENVIRONMENT
+        if record is not None and not record.is_enabled:
+            disabled[name] = DISABLED_BY_ADMIN
+        elif not config.enabled:
+            disabled[name] = _settings_reason(config)
     key_box: ProviderKeyBox | None = None
     for name, record in records.items():
         if record.source != ADMIN:
@@ -121,12 +165,20 @@ def build_catalog(settings: Settings, state: TableState | None) -> Catalog:
         key_box = key_box or ProviderKeyBox.from_settings(settings)
         configs[name], prices[name] = _admin_provider(record, settings, key_box)
         sources[name] = ADMIN
+        if not record.is_enabled:
+            disabled[name] = DISABLED_BY_ADMIN
+        elif not configs[name].enabled:
+            disabled[name] = KEY_UNREADABLE  # the only other way _admin_provider disables one
     configs = apply_feature_flag(loadable(configs, settings), settings)
+    for name, config in configs.items():
+        if not config.enabled and name not in disabled:
+            disabled[name] = ONLY_DEFAULT_PROVIDER
     return Catalog(
         configs=configs,
         prices={name: prices[name] for name in configs},
         sources={name: sources[name] for name in configs},
         stamp=state.stamp if state is not None else None,
+        disabled={name: disabled[name] for name in configs if not configs[name].enabled},
     )
 
 
