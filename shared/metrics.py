@@ -163,6 +163,22 @@ def queue_key_names(queue: str) -> list[str]:
     ]
 
 
+def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each queue (LLEN of each of its lists, in one round trip), by
+    queue name in sorted order. Raises whatever the client raises when the broker fails."""
+    names = sorted(set(queues))
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        for key in queue_key_names(queue):
+            pipe.llen(key)
+    lengths = pipe.execute()
+    per_queue = len(KOMBU_PRIORITY_STEPS)
+    return {
+        queue: sum(lengths[index * per_queue : (index + 1) * per_queue])
+        for index, queue in enumerate(names)
+    }
+
+
 class QueueDepthCollector(Collector):
     """`switchboard_queue_depth{queue}`: messages waiting in each provider's broker queue, read
     with LLEN when scraped. `switchboard_broker_up` is 0 when the broker did not answer."""
@@ -183,16 +199,8 @@ class QueueDepthCollector(Collector):
             f"{PREFIX}_broker_up", "1 if the broker answered the queue-depth query, else 0."
         )
         try:
-            queues = sorted(set(self._queues()))
-            pipe = self._client().pipeline(transaction=False)
-            for queue in queues:
-                for key in queue_key_names(queue):
-                    pipe.llen(key)
-            lengths = pipe.execute()
-            per_queue = len(KOMBU_PRIORITY_STEPS)
-            for index, queue in enumerate(queues):
-                chunk = lengths[index * per_queue : (index + 1) * per_queue]
-                depth.add_metric([queue], float(sum(chunk)))
+            for queue, waiting in queue_depths(self._client(), self._queues()).items():
+                depth.add_metric([queue], float(waiting))
             up.add_metric([], 1.0)
             yield depth
         except Exception as exc:  # a scrape shows the broker as down instead of failing
@@ -226,25 +234,29 @@ def provider_queue_names() -> list[str]:
     return list(current_catalog().configs)
 
 
-_broker_client: redis.Redis | None = None
+_broker_clients: dict[str, redis.Redis] = {}
 
 
-def broker_client() -> redis.Redis:
-    """A small client of its own: a scrape must not wait behind the hot path's pool."""
-    global _broker_client
-    if _broker_client is None:
-        import redis as redis_lib
+def broker_client(url: str | None = None) -> redis.Redis:
+    """A small client of its own for the broker at `url` (default: REDIS_URL), one per URL:
+    a scrape must not wait behind the hot path's pool."""
+    import redis as redis_lib
 
+    if url is None:
         from shared.settings import get_settings
 
-        _broker_client = redis_lib.Redis.from_url(
-            get_settings().REDIS_URL,
+        url = get_settings().REDIS_URL
+    client = _broker_clients.get(url)
+    if client is None:
+        client = redis_lib.Redis.from_url(
+            url,
             max_connections=8,
             socket_timeout=QUEUE_DEPTH_TIMEOUT_SECONDS,
             socket_connect_timeout=QUEUE_DEPTH_TIMEOUT_SECONDS,
             decode_responses=True,
         )
-    return _broker_client
+        client = _broker_clients.setdefault(url, client)
+    return client
 
 
 def serve_worker_metrics(address: str, port: int) -> bool:

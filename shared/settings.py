@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     # Task events feed Flower's Tasks tab (its Broker tab shows queue lengths without them).
     # Each costs Redis publishes on the hot path, so they are opt-in.
     CELERY_TASK_EVENTS: bool = False
+    # Where admins open Flower: the admin page's queue view links to it (GET /admin/queues).
+    FLOWER_URL: str = "http://127.0.0.1:5555"
     # Each worker process serves Prometheus metrics on its own port (two worker processes on
     # one host need two ports); 0 serves none. The API serves /metrics to admins instead.
     WORKER_METRICS_PORT: int = Field(default=0, ge=0, le=65535)

@@ -94,6 +94,7 @@ def test_every_admin_route_refuses_anonymous_and_non_admin_callers(client):
         ("DELETE", "/admin/providers/{name}/models/{model}"),
         ("POST", "/admin/providers/{name}/test"),
         ("GET", "/admin/providers/{name}/discover"),
+        ("GET", "/admin/queues"),
     } <= templates
     headers = register_and_login(client)
     for method, template, path in routes:
