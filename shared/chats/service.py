@@ -78,11 +78,13 @@ class ChatService:
     def list(
         self, session: Session, user: User, *, limit: int, offset: int
     ) -> tuple[list[Chat], int]:
+        """Most recent activity first: a chat's `updated_at` moves on each message sent to it
+        (and on a rename or a provider change), as a chat app's list is ordered."""
         return paginate(
             session,
             Chat,
             Chat.user_id == user.id,
-            (Chat.created_at.desc(), Chat.id),
+            (Chat.updated_at.desc(), Chat.id.desc()),
             limit=limit,
             offset=offset,
         )

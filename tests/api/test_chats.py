@@ -72,6 +72,34 @@ def test_pagination_newest_first(client):
     assert client.get(f"/chats?offset={10**20}", headers=headers).status_code == 422
 
 
+def test_chats_list_most_recent_activity_first(client):
+    headers = register_and_login(client)
+    ids = {}
+    for title in ("oldest", "middle", "newest"):
+        ids[title] = client.post("/chats", json={"title": title}, headers=headers).json()["id"]
+
+    def titles() -> list[str]:
+        return [c["title"] for c in client.get("/chats", headers=headers).json()["data"]]
+
+    assert titles() == ["newest", "middle", "oldest"]
+    # A message sent to the oldest chat brings it to the top.
+    sent = client.post(
+        f"/chats/{ids['oldest']}/messages", json={"message": "back again"}, headers=headers
+    )
+    assert sent.status_code == 202, sent.text
+    assert titles() == ["oldest", "newest", "middle"]
+    # So does a rename (any change to the chat is activity).
+    renamed = client.patch(f"/chats/{ids['middle']}", json={"title": "renamed"}, headers=headers)
+    assert renamed.status_code == 200, renamed.text
+    assert titles() == ["renamed", "oldest", "newest"]
+    listed = client.get("/chats", headers=headers).json()["data"]
+    stamps = [c["updated_at"] for c in listed]
+    assert stamps == sorted(stamps, reverse=True)
+    # Pages follow the same order.
+    second = client.get("/chats?limit=1&offset=1", headers=headers).json()["data"]
+    assert [c["title"] for c in second] == ["oldest"]
+
+
 def test_users_only_see_their_own_rows(client):
     alice = register_and_login(client)
     bob = register_and_login(client)
