@@ -69,6 +69,8 @@ export class ChatList {
       if (save && title && title !== chat.title) {
         try {
           Object.assign(chat, await api(`/chats/${chat.id}`, { method: "PATCH", body: { title } }));
+          // The server counts a rename as activity: it lists the chat first from now on.
+          this.chats = [chat, ...this.chats.filter((other) => other.id !== chat.id)];
         } catch (error) {
           input.setCustomValidity(error.message);
           input.reportValidity();
