@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.e2e.browser import browser, open_page, page, web_user  # noqa: F401 (fixtures)
@@ -77,6 +78,8 @@ def service_env(database: str, stub_urls: dict[str, str]) -> dict[str, str]:
         TASK_TIME_LIMIT="9",
         BROKER_VISIBILITY_TIMEOUT="10",
         SSE_HEARTBEAT_SECONDS="2",
+        # Admin-set provider keys can be stored (the admin page's tests set one).
+        PROVIDER_KEYS_SECRET=Fernet.generate_key().decode(),
     )
 
 
