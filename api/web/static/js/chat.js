@@ -3,6 +3,7 @@
 import { api, currentUser, logIn, logOut, register, token } from "./api.js";
 import { $, el, showError } from "./dom.js";
 import { ChatList } from "./chat/chat-list.js";
+import { loadMarkdown } from "./markdown.js";
 import { ProviderCatalog, ProviderPicker } from "./chat/providers.js";
 import { ReplyView } from "./chat/reply.js";
 import { SystemPrompts } from "./chat/prompts.js";
@@ -28,10 +29,10 @@ function showAuth() {
 }
 
 async function showApp() {
-  const user = await currentUser();
+  // One round trip for all four: the token is checked by each of them.
+  const [user] = await Promise.all([currentUser(), catalog.refresh(), prompts.load(), chats.load()]);
   $("#user-email").textContent = user.email;
   $("#admin-link").hidden = !user.is_admin;
-  await Promise.all([catalog.refresh(), prompts.load(), chats.load()]);
   // After a reload the page comes back to the chat it showed (its id is in the URL's hash).
   const chatId = /^#chat=([0-9a-f-]{36})$/.exec(location.hash)?.[1];
   let opened = false;
@@ -92,10 +93,12 @@ async function openChat(chat) {
   $("#chat-title").textContent = chat.title;
   chatPicker.set(chat.provider_name, chat.model_name);
   prompts.render(chat.system_prompt_id ?? "");
+  const markdown = loadMarkdown().catch(() => {});
   let page = await api(`/chats/${chat.id}/messages?limit=${HISTORY_LIMIT}`);
   if (page.count > HISTORY_LIMIT) {
     page = await api(`/chats/${chat.id}/messages?limit=${HISTORY_LIMIT}&offset=${page.count - HISTORY_LIMIT}`);
   }
+  await markdown;
   if (opening !== openedAt) return;
   $("#messages").replaceChildren();
   for (const message of page.data) appendMessage(message);
@@ -330,6 +333,8 @@ async function main() {
     showAuth();
   }
   document.documentElement.dataset.ready = "1";
+  // Fetched once the page is usable, so the first reply renders as markdown at once.
+  loadMarkdown().catch(() => {});
 }
 
 main();

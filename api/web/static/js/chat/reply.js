@@ -7,7 +7,7 @@
 import { api } from "../api.js";
 import { el } from "../dom.js";
 import { formatCost, formatMs, formatTokens } from "../format.js";
-import { renderMarkdown } from "../markdown.js";
+import { loadMarkdown, markdownLoaded, renderMarkdown } from "../markdown.js";
 import { readReplyStream } from "../sse.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
@@ -87,6 +87,7 @@ export class ReplyView {
 
   renderText() {
     this.body.replaceChildren(renderMarkdown(this.text));
+    if (!markdownLoaded()) loadMarkdown().then(() => this.scheduleRender(), () => {});
   }
 
   // Markdown is re-rendered at most once a frame, however fast tokens come.
