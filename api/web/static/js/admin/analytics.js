@@ -1,5 +1,5 @@
-// Analytics tab: requests, tokens and cost per day by provider (uPlot charts), a table per
-// provider and model, and the top users. Everything is aggregated by the server
+// Analytics tab: requests, tokens, cost and p95 latency per day by provider or by model
+// (uPlot charts), a table per provider and model, and the top users. Everything is aggregated by the server
 // (GET /admin/usage): the page never receives usage rows, only groups.
 
 import { api } from "../api.js";
@@ -10,8 +10,8 @@ const DAY = 86400;
 const COLOURS = ["#2f6fed", "#1f8a4c", "#c0362c", "#b8860b", "#8a2be2", "#0f8b8d", "#d2691e", "#708090"];
 const money = (v) => (v === 0 ? "$0" : `$${v.toFixed(v < 0.01 ? 6 : v < 1 ? 4 : 2)}`);
 const count = (v) => formatCount(Math.round(v));
-// Each chart: one line per provider; `figure` of a (day, provider) group, `gap`: the value of a
-// day without usage (0 for sums; null, no point, for latency).
+// Each chart: one line per provider (or model); `figure` of a (day, line) group, `gap`: the
+// value of a day without usage (0 for sums; null, no point, for latency).
 const CHARTS = [
   { id: "chart-requests", figure: (g) => g.requests, gap: 0, format: count },
   { id: "chart-tokens", figure: (g) => g.total_tokens, gap: 0, format: count },
@@ -25,6 +25,7 @@ let resizeTimer = null;
 
 export function init() {
   $("#analytics-range").addEventListener("change", () => load());
+  $("#analytics-lines").addEventListener("change", () => load());
   $("#analytics-refresh").addEventListener("click", () => load());
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
@@ -66,18 +67,19 @@ async function load() {
 
 async function fetchAndRender() {
   const days = Number($("#analytics-range").value);
+  const byModel = $("#analytics-lines").value === "model";
   const { start, from } = range(days);
   const status = $("#analytics-status");
   const errorNode = $("#analytics-error");
   status.textContent = "loading…";
   try {
     const [perDay, perModel, perUser] = await Promise.all([
-      usage({ group_by: "day,provider", from }),
+      usage({ group_by: byModel ? "day,provider,model" : "day,provider", from }),
       usage({ group_by: "provider,model", from }),
       usage({ group_by: "user", from, order: "cost", limit: String(TOP_USERS) }),
     ]);
     showError(errorNode, null);
-    drawCharts(perDay.data, start, days);
+    drawCharts(perDay.data, start, days, byModel ? (g) => `${g.provider} · ${g.model}` : (g) => g.provider);
     fillModels(perModel.data);
     fillUsers(perUser.data.slice(0, TOP_USERS));
     status.textContent = `${days} days from ${from.slice(0, 10)} (UTC)`;
@@ -92,20 +94,20 @@ function dayIndex(day, start) {
   return Math.round((Date.UTC(y, m - 1, d) / 1000 - start) / DAY);
 }
 
-function drawCharts(groups, start, days) {
+function drawCharts(groups, start, days, lineOf) {
   const xs = Array.from({ length: days }, (_, i) => start + i * DAY);
-  const providerNames = [...new Set(groups.map((g) => g.provider))].sort();
+  const names = [...new Set(groups.map(lineOf))].sort();
   for (const chart of CHARTS) {
-    const series = providerNames.map(() => new Array(days).fill(chart.gap));
+    const series = names.map(() => new Array(days).fill(chart.gap));
     let total = 0;
     for (const group of groups) {
       const i = dayIndex(group.day, start);
       if (i < 0 || i >= days) continue;
-      const value = chart.figure(group); // one group per (day, provider)
-      series[providerNames.indexOf(group.provider)][i] = value;
+      const value = chart.figure(group); // one group per (day, line)
+      series[names.indexOf(lineOf(group))][i] = value;
       if (chart.additive !== false) total += value ?? 0;
     }
-    draw(chart, xs, providerNames, series, total);
+    draw(chart, xs, names, series, total);
   }
 }
 
@@ -115,7 +117,7 @@ function draw(chart, xs, names, series, total) {
   plots.delete(chart.id);
   target.replaceChildren();
   // What the chart shows, for tests and for anyone reading the DOM.
-  target.dataset.providers = names.join(",");
+  target.dataset.lines = names.join(",");
   if (chart.additive !== false) target.dataset.total = String(Math.round(total * 1e6) / 1e6);
   if (!window.uPlot) {
     target.append(el("p", { class: "error" }, "The chart library did not load."));

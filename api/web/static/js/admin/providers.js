@@ -129,7 +129,9 @@ function renderProvider(provider) {
       }, { reload: false }),
     ),
   );
-  card.append(el("div", { class: "row provider-actions" }, testButton, renderTest(state.test), discoverButton));
+  const actions = el("div", { class: "row provider-actions" }, testButton, renderTest(state.test), discoverButton);
+  if (provider.source === "admin") actions.append(deleteButton(name));
+  card.append(actions);
   if (state.discovered) card.append(renderDiscovered(name, state.discovered));
   card.append(renderModels(provider));
   const errorNode = el("p", { class: "error provider-error" });
@@ -138,9 +140,39 @@ function renderProvider(provider) {
   return card;
 }
 
+// Two clicks: "Delete provider", then "Delete? Click again" (no confirm() dialog).
+function deleteButton(name) {
+  const button = el("button", { type: "button", class: "danger provider-delete" }, "Delete provider");
+  let armed = false;
+  button.addEventListener("click", () => {
+    if (!armed) {
+      armed = true;
+      button.textContent = "Delete? Click again";
+      return;
+    }
+    busy(button, async () => {
+      const state = stateOf(name);
+      try {
+        await api(providerPath(name), { method: "DELETE" });
+        providers = providers.filter((p) => p.provider_name !== name);
+        extra.delete(name);
+        rerender(name);
+      } catch (error) {
+        state.error = error;
+        rerender(name);
+      }
+    });
+  });
+  button.addEventListener("blur", () => {
+    armed = false;
+    button.textContent = "Delete provider";
+  });
+  return button;
+}
+
 function renderKey(provider) {
   const name = provider.provider_name;
-  const row = el("div", { class: "row provider-key" });
+  const row = el("form", { class: "row provider-key", autocomplete: "off" });
   const fromSettings = provider.key_source === "environment" || provider.source === "environment";
   // An environment provider without a key setting (echo, ollama) takes no key at all.
   if (fromSettings && !provider.key_setting && !provider.api_key_set) return null;
@@ -158,15 +190,13 @@ function renderKey(provider) {
     placeholder: provider.api_key_set ? "New API key" : "API key",
     "aria-label": `API key for ${name}`,
   });
-  const save = el("button", { type: "button", class: "provider-key-save" }, "Set key");
-  save.addEventListener("click", () => {
+  const save = el("button", { type: "submit", class: "provider-key-save" }, "Set key");
+  row.addEventListener("submit", (event) => {
+    event.preventDefault();
     const key = input.value.trim();
     if (!key) return;
     input.value = "";
     busy(save, () => act(name, () => api(providerPath(name), { method: "PATCH", body: { api_key: key } })));
-  });
-  input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") save.click();
   });
   row.append(input, save);
   if (provider.api_key_set) {
@@ -225,9 +255,15 @@ function renderDiscovered(name, models) {
   return list;
 }
 
+// "0.001500" reads as "0.0015" (the API answers exact decimals with every place).
+function shortPrice(value) {
+  if (value === null || value === undefined) return "";
+  return value.includes(".") ? value.replace(/0+$/, "").replace(/\.$/, "") : value;
+}
+
 function priceInput(value, className, label) {
   const input = el("input", { type: "text", inputmode: "decimal", class: `price ${className}`, "aria-label": label, placeholder: "unpriced" });
-  input.value = value ?? "";
+  input.value = shortPrice(value);
   return input;
 }
 

@@ -80,7 +80,7 @@ function renderUser(user) {
     cell(formatDate(user.created_at), "muted small"),
     cell(formatCount(user.usage?.requests), "num"),
     cell(formatCount(user.usage?.total_tokens), "num"),
-    cell(formatCost(user.usage?.cost), "num"),
+    cell(user.usage?.requests ? formatCost(user.usage.cost) : "–", "num"),
     el("td", {}, flag("is_admin", "Admin")),
     el("td", {}, flag("is_active", "Active")),
   );
