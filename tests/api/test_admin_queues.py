@@ -5,29 +5,12 @@ broker does not answer. Who may call it: tests/api/test_admin_users.py walks eve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
-
-import pytest
 
 from shared.settings import get_settings
 from tests.api.test_admin_users import make_admin
 from tests.helpers import register_and_login
 from workers.generation import _claim
-
-
-@pytest.fixture
-def set_env() -> Iterator[Callable[..., None]]:
-    patch = pytest.MonkeyPatch()
-
-    def set_env(**values: str) -> None:
-        for name, value in values.items():
-            patch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield set_env
-    patch.undo()
-    get_settings.cache_clear()
 
 
 def queues(client: Any, admin: dict[str, str]) -> dict[str, Any]:

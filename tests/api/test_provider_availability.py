@@ -3,32 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from cryptography.fernet import Fernet
 
-from shared.settings import get_settings
 from tests.api.test_admin_users import make_admin
 from tests.helpers import register_and_login
 
 CANARY = "sk-canary-not-a-real-key-0001"
-
-
-@pytest.fixture
-def set_env() -> Iterator[Callable[..., None]]:
-    """Change settings the app reads; the old ones come back after the test."""
-    patch = pytest.MonkeyPatch()
-
-    def set_env(**values: str) -> None:
-        for name, value in values.items():
-            patch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield set_env
-    patch.undo()
-    get_settings.cache_clear()
 
 
 def providers(client: Any, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
