@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,7 +45,8 @@ def start_dev(workdir: Path, port: int) -> subprocess.Popen[bytes]:
         DATABASE_URL=f"sqlite:///{workdir / 'screenshot.db'}",
         # A port nothing answers on: dev then starts an embedded Redis of its own.
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        SECRET_KEY="screenshot-only-secret-key-0123456789abcdef",
+        # Made per run: the tokens signed with it die with the temporary database.
+        SECRET_KEY=secrets.token_urlsafe(48),
     )
     command = [sys.executable, "-m", "shared.cli", "dev", "--port", str(port), "--flower-port", "0"]
     log = (workdir / "dev.log").open("wb")
