@@ -17,3 +17,19 @@ export function formatTokens(usage) {
   const approx = usage.estimated ? "~" : "";
   return `${approx}${usage.prompt_tokens} in · ${usage.completion_tokens} out`;
 }
+
+const integer = new Intl.NumberFormat("en-US");
+
+export function formatCount(value) {
+  return value === null || value === undefined ? "–" : integer.format(value);
+}
+
+export function formatRate(rate) {
+  if (rate === null || rate === undefined) return "–";
+  return `${(rate * 100).toFixed(rate > 0 && rate < 0.001 ? 2 : 1)}%`;
+}
+
+export function formatDate(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
+}

@@ -3,7 +3,9 @@
 // (GET /admin/usage): the page never receives usage rows, only groups.
 
 import { api } from "../api.js";
-import { $, cell, el, formatCost, formatCount, formatMs, formatRate, showError } from "./dom.js";
+import { $, el, showError } from "../dom.js";
+import { formatCost, formatCount, formatMs, formatRate } from "../format.js";
+import { cell } from "./dom.js";
 
 const TOP_USERS = 10;
 const DAY = 86400;

@@ -1,26 +1,6 @@
-// What the admin modules share: the page's DOM helpers (text in as text, never as HTML) plus
-// tables, toggles and figures.
+// What the admin modules share beyond ../dom.js: table cells, toggles and busy buttons.
 
-import { $, el, showError } from "../dom.js";
-import { formatCost, formatMs } from "../format.js";
-
-export { $, el, showError, formatCost, formatMs };
-
-const integer = new Intl.NumberFormat("en-US");
-
-export function formatCount(value) {
-  return value === null || value === undefined ? "–" : integer.format(value);
-}
-
-export function formatRate(rate) {
-  if (rate === null || rate === undefined) return "–";
-  return `${(rate * 100).toFixed(rate > 0 && rate < 0.001 ? 2 : 1)}%`;
-}
-
-export function formatDate(iso) {
-  if (!iso) return "–";
-  return new Date(iso).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
-}
+import { el } from "../dom.js";
 
 // A table cell: text, with `num` right-aligned figures and an optional class of its own.
 export function cell(text, className = "") {

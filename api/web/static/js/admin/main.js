@@ -2,7 +2,7 @@
 // the tabs. Each tab module has init() (once), show() (load, each time it is opened) and hide().
 
 import { currentUser, token } from "../api.js";
-import { $ } from "./dom.js";
+import { $ } from "../dom.js";
 import * as analytics from "./analytics.js";
 import * as providers from "./providers.js";
 import * as queues from "./queues.js";

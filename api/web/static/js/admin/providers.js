@@ -2,7 +2,8 @@
 // prices; and the form that adds an OpenAI-compatible server.
 
 import { api } from "../api.js";
-import { $, busy, cell, el, showError, toggle } from "./dom.js";
+import { $, el, showError } from "../dom.js";
+import { busy, cell, toggle } from "./dom.js";
 
 // Per provider, what the page learnt and the API does not keep: the last test and discovery.
 const extra = new Map();

@@ -2,7 +2,9 @@
 // is shown and the browser tab visible, with a link to Flower.
 
 import { api } from "../api.js";
-import { $, cell, el, formatCount, showError } from "./dom.js";
+import { $, el, showError } from "../dom.js";
+import { formatCount } from "../format.js";
+import { cell } from "./dom.js";
 
 const REFRESH_MS = 5000;
 let active = false;

@@ -3,7 +3,9 @@
 // pages here, never one long list.
 
 import { api } from "../api.js";
-import { $, cell, el, formatCost, formatCount, formatDate, showError, toggle } from "./dom.js";
+import { $, el, showError } from "../dom.js";
+import { formatCost, formatCount, formatDate } from "../format.js";
+import { cell, toggle } from "./dom.js";
 
 const PAGE = 25;
 let offset = 0;
