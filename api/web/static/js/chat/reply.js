@@ -22,7 +22,7 @@ export class ReplyView {
     this.lastEventId = null;
     this.controller = null;
     this.renderQueued = false;
-    this.lastEventAt = 0;
+    this.stopped = false;
     this.body = el("div", { class: "message-body" });
     this.notes = el("div", { class: "message-notes" });
     this.meta = el("div", { class: "message-meta" });
@@ -106,17 +106,17 @@ export class ReplyView {
   async follow() {
     if (this.isFinal || this.controller) return;
     let failures = 0;
-    while (!this.isFinal) {
-      this.controller = new AbortController();
+    while (!this.isFinal && !this.stopped) {
+      const controller = (this.controller = new AbortController());
       try {
         await readReplyStream(this.id, {
           lastEventId: this.lastEventId,
-          signal: this.controller.signal,
+          signal: controller.signal,
           onEvent: (event) => this.handle(event),
         });
         failures = 0;
       } catch (error) {
-        if (this.controller?.signal.aborted && this.controller.reason === "stop") break;
+        if (this.stopped || error.status === 401) break; // logged out: nothing to resume
         if (error.status === 404) {
           this.show({ ...this.message, status: "failed", error: "This reply no longer exists" });
           break;
@@ -126,12 +126,12 @@ export class ReplyView {
           this.lastEventId = null;
           this.text = "";
         }
-        failures += 1;
+        if (!controller.signal.aborted) failures += 1;
       }
-      if (!this.isFinal && !this.controller?.signal.aborted) {
+      // An abort to reconnect resumes at once; anything else waits a little longer each time.
+      if (!this.isFinal && !controller.signal.aborted) {
         await sleep(RECONNECT_MS[Math.min(failures, RECONNECT_MS.length - 1)]);
       }
-      if (this.controller?.signal.aborted && this.controller.reason === "stop") break;
     }
     this.controller = null;
   }
@@ -139,15 +139,15 @@ export class ReplyView {
   // Resume now (after the last event seen), e.g. when a background tab becomes visible again and
   // the connection may have been dropped while the browser throttled it.
   reconnect() {
-    if (this.controller && !this.isFinal) this.controller.abort("reconnect");
+    if (!this.isFinal) this.controller?.abort();
   }
 
   stop() {
-    this.controller?.abort("stop");
+    this.stopped = true;
+    this.controller?.abort();
   }
 
   handle(event) {
-    this.lastEventAt = performance.now();
     if (event.id) this.lastEventId = event.id;
     const { type, data } = event;
     if (type === "token") {
