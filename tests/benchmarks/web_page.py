@@ -2,8 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.web_page               # 20 cold loads of each kind
     .venv/bin/python -m tests.benchmarks.web_page --loads 50 --out /tmp/web_page.json
-    .venv/bin/python -m tests.benchmarks.web_page --experiment-modulepreload \
-        --experiment-lazy-vendor
+    .venv/bin/python -m tests.benchmarks.web_page --experiment-modulepreload
 
 Recreates BENCH_WEB_DATABASE_URL (default database `switchboard_bench_web` on 127.0.0.1:5432),
 starts one uvicorn API on loopback (no worker: loading the page queues nothing), registers a
@@ -18,8 +17,6 @@ kinds of load, interleaved:
   answered by Playwright from this process: what Chromium itself needs on this machine;
 * with --experiment-modulepreload, logged out again with a `<link rel="modulepreload">` for
   every module the page loads added to its HTML on the way (not what the API serves);
-* with --experiment-lazy-vendor, logged out again with marked and DOMPurify answered by
-  near-empty stand-ins: what loading them on first use (a message to render) would save.
 
 Per load it takes:
 
@@ -107,9 +104,6 @@ class Kind:
     token: str | None = None
     # EXPERIMENT: these module paths get <link rel="modulepreload"> in the HTML (not shipped).
     preload: tuple[str, ...] = ()
-    # EXPERIMENT: marked and DOMPurify answered by near-empty stand-ins, as if they were
-    # imported on first use (a message to render) instead of with the page.
-    lazy_vendor: bool = False
     # Calibration: an empty page whose one module sets data-ready, served from this process.
     floor: bool = False
 
@@ -119,10 +113,6 @@ FLOOR_HTML = (
     "<body><div id=auth-view>floor</div></body></html>"
 )
 FLOOR_JS = 'document.documentElement.dataset.ready = "1";'
-VENDOR_STAND_INS = {
-    "/static/vendor/marked.esm.js": "export class Marked { parse(text) { return text; } }",
-    "/static/vendor/purify.min.js": "window.DOMPurify = { sanitize: (html) => html };",
-}
 
 
 def with_modulepreload(html: str, modules: tuple[str, ...]) -> str:
@@ -161,9 +151,6 @@ def one_load(browser: Browser, base_url: str, kind: Kind) -> dict[str, Any]:
                 )
 
             page.route(base_url + "/", preload)
-        if kind.lazy_vendor:
-            for path, body in VENDOR_STAND_INS.items():
-                page.route(base_url + path, answer_with(body, "text/javascript"))
         if kind.floor:
             page.route(base_url + "/", answer_with(FLOOR_HTML, "text/html"))
             page.route(base_url + "/floor.js", answer_with(FLOOR_JS, "text/javascript"))
@@ -251,11 +238,6 @@ def main() -> int:
         action="store_true",
         help="EXPERIMENT: also load / with <link rel=modulepreload> for every module",
     )
-    parser.add_argument(
-        "--experiment-lazy-vendor",
-        action="store_true",
-        help="EXPERIMENT: also load / with marked and DOMPurify replaced by stand-ins",
-    )
     args = parser.parse_args()
     if not 1 <= args.loads <= 200:
         parser.error("--loads: 1 to 200")
@@ -293,9 +275,6 @@ def main() -> int:
                 )
                 kinds["logged_out_modulepreload"] = Kind(preload=modules)
                 one_load(browser, base_url, kinds["logged_out_modulepreload"])
-            if args.experiment_lazy_vendor:
-                kinds["logged_out_lazy_vendor"] = Kind(lazy_vendor=True)
-                one_load(browser, base_url, kinds["logged_out_lazy_vendor"])
             loads: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
             started = time.monotonic()
             for n in range(args.loads):

@@ -68,8 +68,12 @@ def watch_text(page: Page, reply: Locator, until: Callable[[str, str], bool]) ->
     raise AssertionError(f"the reply never reached the state waited for; it showed {seen[-3:]}")
 
 
-def stored(http: httpx.Client, user: WebUser, reply_id: str) -> dict:
-    answer = http.get(f"/messages/{reply_id}", headers={"Authorization": f"Bearer {user.token}"})
+def stored(http: httpx.Client, user: WebUser, reply: Locator) -> dict:
+    """The reply the element shows, as the API has it."""
+    answer = http.get(
+        f"/messages/{reply.get_attribute('data-message-id')}",
+        headers={"Authorization": f"Bearer {user.token}"},
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -91,7 +95,7 @@ def test_a_reply_streams_in_steps_and_shows_its_figures(
     # 30 tokens 150 ms apart: the page showed many partial texts before the whole one.
     assert len(steps) >= 5, steps
     assert_growing_prefixes(seen, SLOW_TEXT)
-    row = stored(http, web_user, reply.get_attribute("data-message-id") or "")
+    row = stored(http, web_user, reply)
     assert body_text(reply) == row["content"] == SLOW_TEXT
     reply.locator(".meta-duration").wait_for()
     meta = reply.locator(".message-meta")
@@ -112,7 +116,7 @@ def test_stop_cancels_the_running_reply(
     watch_text(chat_page, reply, lambda text, _status: text.count("tok") >= 3)
     chat_page.click("#stop-button")
     reply.locator(".message-status", has_text="cancelled").wait_for()
-    row = stored(http, web_user, reply.get_attribute("data-message-id") or "")
+    row = stored(http, web_user, reply)
     assert row["status"] == "cancelled"
     assert 3 <= row["content"].count("tok") < 30
     assert body_text(reply) == row["content"]
@@ -135,7 +139,7 @@ def test_a_reload_mid_reply_continues_the_same_reply_to_the_stored_text(
     after = watch_text(chat_page, again, lambda _text, status: status == "completed")
     assert_growing_prefixes(after, SLOW_TEXT)
     assert SLOW_TEXT.startswith(before[-1])
-    assert body_text(again) == stored(http, web_user, reply_id or "")["content"] == SLOW_TEXT
+    assert body_text(again) == stored(http, web_user, again)["content"] == SLOW_TEXT
     assert chat_page.locator(".message[data-role=assistant]").count() == 1
 
 
@@ -158,10 +162,7 @@ def test_coming_back_to_a_tab_resumes_after_the_last_event(
     )
     after = watch_text(chat_page, reply, lambda _text, status: status == "completed")
     assert_growing_prefixes(after, SLOW_TEXT)
-    assert (
-        body_text(reply)
-        == stored(http, web_user, reply.get_attribute("data-message-id") or "")["content"]
-    )
+    assert body_text(reply) == stored(http, web_user, reply)["content"]
     assert body_text(reply) == SLOW_TEXT
     # The second connection asked for the events after the last one the page had.
     assert len(streams) >= 2
