@@ -8,10 +8,12 @@ becomes the same `ProviderError` whichever client library saw it.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import socket
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpcore2
@@ -22,6 +24,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from shared.providers.base import RateLimitReport
 from shared.providers.endpoints import UnsafeEndpoint, check_resolved
 from shared.providers.errors import (
     ContextTooLong,
@@ -89,6 +92,101 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         if parsed is None:
             return None
         return max(parsed.timestamp() - time.time(), 0.0)
+
+
+# Go's time.Duration text, which OpenAI's x-ratelimit-reset-* headers use: "6m0s", "20ms".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds from a Go duration ("1h2m3.5s", "6m0s", "20ms") or a plain number of seconds
+    (what some OpenAI-compatible servers send); None when it is neither."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    total, position = 0.0, 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            return None
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return total if position == len(text) and position > 0 else None
+
+
+def seconds_until(text: str | None) -> float | None:
+    """Seconds from now until an RFC 3339 time (Anthropic's `*-reset` headers), at least 0."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # RFC 3339 always has an offset; a bare time is taken as UTC
+        return None
+    return max(moment.timestamp() - time.time(), 0.0)
+
+
+def header_count(value: str | None) -> int | None:
+    """A non-negative count from a header value, or None when absent or not a number."""
+    if not value:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        try:
+            count = int(float(value))
+        except ValueError:
+            return None
+    return count if count >= 0 else None
+
+
+def rate_limit_report(
+    *,
+    limit_requests: str | None,
+    remaining_requests: str | None,
+    limit_tokens: str | None,
+    remaining_tokens: str | None,
+    reset_requests: float | None,
+    reset_tokens: float | None,
+    retry_after: float | None = None,
+) -> RateLimitReport | None:
+    """One report from raw header values; None when the response carried none of them.
+
+    `reset_seconds`: an explicit retry-after wins; else the reset of the exhausted limit (the
+    later one when both are), else the requests reset, else the tokens reset.
+    """
+    report = RateLimitReport(
+        remaining_requests=header_count(remaining_requests),
+        limit_requests=header_count(limit_requests),
+        remaining_tokens=header_count(remaining_tokens),
+        limit_tokens=header_count(limit_tokens),
+    )
+    if retry_after is not None:
+        report.reset_seconds = retry_after
+    else:
+        exhausted = [
+            reset
+            for remaining, reset in (
+                (report.remaining_requests, reset_requests),
+                (report.remaining_tokens, reset_tokens),
+            )
+            if remaining == 0 and reset is not None
+        ]
+        report.reset_seconds = (
+            max(exhausted)
+            if exhausted
+            else (reset_requests if reset_requests is not None else reset_tokens)
+        )
+    if report == RateLimitReport():
+        return None
+    return report
 
 
 def _has(text: str, words: tuple[str, ...]) -> bool:

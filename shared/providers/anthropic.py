@@ -9,7 +9,8 @@ count.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import anthropic
@@ -19,12 +20,15 @@ from shared.providers._http import (
     error_fields,
     map_http_error,
     parse_retry_after,
+    rate_limit_report,
     redact,
+    seconds_until,
 )
 from shared.providers.base import (
     BaseProvider,
     Message,
     ProviderConfig,
+    RateLimitReport,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -33,6 +37,7 @@ from shared.providers.base import (
 )
 from shared.providers.endpoints import endpoint_refused, refusal_in
 from shared.providers.errors import (
+    MalformedChunk,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -113,6 +118,10 @@ class AnthropicProvider(BaseProvider):
         stopped = False
         try:
             with stream:
+                # The SDK's Stream has the response (its headers) before any event is read.
+                limits = anthropic_rate_limits(stream.response.headers)
+                if limits is not None:
+                    yield limits
                 for event in stream:
                     kind = event.type
                     if kind == "message_start":
@@ -137,6 +146,12 @@ class AnthropicProvider(BaseProvider):
                         stopped = True
         except anthropic.AnthropicError as exc:
             raise self._map_error(exc, started=True) from None
+        except json.JSONDecodeError:
+            # The SDK decodes each event's data with `sse.json()` (plain json.loads) and lets
+            # the decode error through unwrapped.
+            raise MalformedChunk(
+                "malformed stream event (data is not JSON)", provider=self.config.name
+            ) from None
         except httpx2.TimeoutException:
             raise ProviderTimeout(
                 f"no data for {self.config.timeout:g}s mid-stream", provider=self.config.name
@@ -191,6 +206,20 @@ class AnthropicProvider(BaseProvider):
     def release_resources(self) -> None:
         self._client.close()
         self._http.close()
+
+
+def anthropic_rate_limits(headers: Mapping[str, str]) -> RateLimitReport | None:
+    """Anthropic's `anthropic-ratelimit-*` headers (resets are RFC 3339 times) and
+    `retry-after`."""
+    return rate_limit_report(
+        limit_requests=headers.get("anthropic-ratelimit-requests-limit"),
+        remaining_requests=headers.get("anthropic-ratelimit-requests-remaining"),
+        limit_tokens=headers.get("anthropic-ratelimit-tokens-limit"),
+        remaining_tokens=headers.get("anthropic-ratelimit-tokens-remaining"),
+        reset_requests=seconds_until(headers.get("anthropic-ratelimit-requests-reset")),
+        reset_tokens=seconds_until(headers.get("anthropic-ratelimit-tokens-reset")),
+        retry_after=parse_retry_after(headers),
+    )
 
 
 def _input_tokens(usage: Any) -> int | None:

@@ -119,6 +119,23 @@ class UsageReport:
 
 
 @dataclass(slots=True)
+class RateLimitReport:
+    """The provider's rate-limit headers of one call, yielded once, before the first delta.
+
+    None means the header was absent or unreadable. `reset_seconds` is how long until the
+    exhausted limit (requests or tokens) refills, or the requests limit when neither is
+    exhausted; a `retry-after` header wins over both. It describes the account's limits at the
+    time of the call, not this reply, so it is never held back or dropped by the retry loop.
+    """
+
+    remaining_requests: int | None = None
+    limit_requests: int | None = None
+    remaining_tokens: int | None = None
+    limit_tokens: int | None = None
+    reset_seconds: float | None = None
+
+
+@dataclass(slots=True)
 class StreamEnd:
     """Always the last item of a successful stream."""
 
@@ -126,7 +143,7 @@ class StreamEnd:
     finish_reason: str
 
 
-StreamEvent = TextDelta | UsageReport | StreamEnd
+StreamEvent = TextDelta | UsageReport | RateLimitReport | StreamEnd
 
 
 class ChatResponse(BaseModel):
@@ -238,8 +255,9 @@ class BaseProvider(ABC):
         """One attempt: yield TextDelta items, then exactly one StreamEnd.
 
         Yield a UsageReport as soon as the provider reports a count (before or between the
-        deltas), so a stream that fails later still keeps it. Raise a ProviderError subclass
-        instead of ending early.
+        deltas), so a stream that fails later still keeps it, and at most one RateLimitReport
+        as soon as the response headers carry any rate-limit header (before the first delta).
+        Raise a ProviderError subclass instead of ending early.
         """
 
     @abstractmethod
@@ -282,6 +300,8 @@ class BaseProvider(ABC):
         it gets, never a mix with an earlier attempt that was retried. The counts of a
         retried attempt are dropped (as they were before reports existed); when no retry is
         left, reports go out at once, so a cancel before the first delta still has them.
+        RateLimitReports pass straight through (one per attempt that got response headers):
+        they describe the account's limits, which a retried attempt saw just the same.
         """
         attempt = 0
         self._inflight.acquire()
@@ -292,6 +312,9 @@ class BaseProvider(ABC):
                 held: UsageReport | None = None
                 try:
                     for event in self._stream(messages, model, temperature, max_tokens):
+                        if isinstance(event, RateLimitReport):
+                            yield event  # not text and not this reply's counts: never held
+                            continue
                         if isinstance(event, UsageReport) and retry_left and not text_started:
                             held = event
                             continue

@@ -87,3 +87,11 @@ class StreamInterrupted(ProviderError):
 
     retryable = True
     kind = "stream_interrupted"
+
+
+class MalformedChunk(StreamInterrupted):
+    """A stream chunk that is not valid JSON (OpenAI `data:` line, Anthropic event data, Ollama
+    NDJSON line): a broken proxy or a truncated write. The message never quotes the chunk, which
+    may echo anything the server had, request headers included."""
+
+    kind = "malformed_chunk"

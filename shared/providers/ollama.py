@@ -40,6 +40,7 @@ from shared.providers.endpoints import (
     private_endpoints_allowed,
 )
 from shared.providers.errors import (
+    MalformedChunk,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -123,7 +124,11 @@ class OllamaProvider(BaseProvider):
                     try:
                         data = json.loads(line)
                     except ValueError:
-                        raise StreamInterrupted("malformed NDJSON line", provider=name) from None
+                        data = None
+                    if not isinstance(data, dict):
+                        raise MalformedChunk(
+                            "malformed NDJSON line (not a JSON object)", provider=name
+                        )
                     if data.get("error"):
                         message, error_type, code = error_fields(data)
                         raise map_http_error(

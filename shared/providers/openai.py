@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx2
@@ -26,7 +26,9 @@ from shared.providers._http import (
     GuardedTransport,
     error_fields,
     map_http_error,
+    parse_duration,
     parse_retry_after,
+    rate_limit_report,
     redact,
     reported_count,
 )
@@ -34,6 +36,7 @@ from shared.providers.base import (
     BaseProvider,
     Message,
     ProviderConfig,
+    RateLimitReport,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -46,6 +49,7 @@ from shared.providers.endpoints import (
     refusal_in,
 )
 from shared.providers.errors import (
+    MalformedChunk,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -138,6 +142,13 @@ class OpenAIProvider(BaseProvider):
         except openai.OpenAIError as exc:
             raise self._map_error(exc, started=False) from None
 
+        limits = openai_rate_limits(response.http_response.headers)
+        if limits is not None:
+            try:
+                yield limits
+            except BaseException:  # closed by the consumer before `_sse_chunks` owns the body
+                response.http_response.close()
+                raise
         finish_reason: str | None = None
         reported: UsageReport | None = None
         completion_chars: list[str] = []
@@ -172,8 +183,10 @@ class OpenAIProvider(BaseProvider):
                 f"connection lost mid-stream ({type(exc).__name__})", provider=self.config.name
             ) from None
         except ValueError:
-            raise StreamInterrupted(
-                "malformed stream chunk (not JSON)", provider=self.config.name
+            # json.JSONDecodeError (what the SDK's own decoder would raise too) or a chunk that
+            # is JSON but not an object.
+            raise MalformedChunk(
+                "malformed stream chunk (not a JSON object)", provider=self.config.name
             ) from None
 
         if finish_reason is None:
@@ -240,6 +253,18 @@ class OpenAIProvider(BaseProvider):
         self._http.close()
 
 
+def openai_rate_limits(headers: Mapping[str, str]) -> RateLimitReport | None:
+    """OpenAI's `x-ratelimit-*` headers (resets are Go durations: "6m0s", "20ms")."""
+    return rate_limit_report(
+        limit_requests=headers.get("x-ratelimit-limit-requests"),
+        remaining_requests=headers.get("x-ratelimit-remaining-requests"),
+        limit_tokens=headers.get("x-ratelimit-limit-tokens"),
+        remaining_tokens=headers.get("x-ratelimit-remaining-tokens"),
+        reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
+        reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
+    )
+
+
 def _sse_chunks(response: httpx2.Response) -> Iterator[dict[str, Any]]:
     """The JSON chunks of a chat.completion.chunk SSE body, up to `data: [DONE]`.
 
@@ -265,7 +290,9 @@ def _sse_chunks(response: httpx2.Response) -> Iterator[dict[str, Any]]:
             if payload.startswith("[DONE]"):
                 return
             chunk = json.loads(payload)
-            if isinstance(chunk, dict) and (chunk.get("error") or event == "error"):
+            if not isinstance(chunk, dict):
+                raise ValueError("stream chunk is not a JSON object")
+            if chunk.get("error") or event == "error":
                 error = chunk.get("error") or chunk
                 message = error.get("message") if isinstance(error, dict) else None
                 raise openai.APIError(
@@ -280,6 +307,9 @@ def _sse_chunks(response: httpx2.Response) -> Iterator[dict[str, Any]]:
         if data:  # the body ended without the blank line after its last event
             payload = "\n".join(data)
             if not payload.startswith("[DONE]"):
-                yield json.loads(payload)
+                chunk = json.loads(payload)
+                if not isinstance(chunk, dict):
+                    raise ValueError("stream chunk is not a JSON object")
+                yield chunk
     finally:
         response.close()

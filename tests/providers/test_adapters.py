@@ -14,6 +14,7 @@ from shared.providers.base import BaseProvider, Message, ProviderConfig, StreamE
 from shared.providers.errors import (
     ContextTooLong,
     InvalidModel,
+    MalformedChunk,
     ProviderAuthenticationError,
     ProviderError,
     ProviderRateLimited,
@@ -186,6 +187,30 @@ def test_midstream_error_event_is_mapped(kind: str, stub: StubServer) -> None:
     assert len(received) == 3
 
 
+def test_malformed_chunk_raises_after_the_deltas_before_it(kind: str, stub: StubServer) -> None:
+    # The stub goes on streaming after the bad chunk: skipping it would end in a full reply.
+    received: list[str] = []
+    model = f"fault-malformed+tag={uuid.uuid4().hex[:6]}"
+    provider = build(kind, stub, max_retries=2)
+    with pytest.raises(MalformedChunk) as info:
+        for event in provider.generate_streaming_response(conversation(), model):
+            assert not isinstance(event, StreamEnd)
+            if isinstance(event, TextDelta):
+                received.append(event.text)
+    assert received == ["tok0", " tok1", " tok2"]
+    assert isinstance(info.value, StreamInterrupted) and info.value.retryable
+    assert info.value.kind == "malformed_chunk"
+    assert SECRET not in str(info.value)
+    assert requests_for_model(stub, model) == 1  # text went out: never retried
+
+
+def test_malformed_chunk_before_any_text_is_retried(kind: str, stub: StubServer) -> None:
+    model = f"fault-malformed+after=0+tag={uuid.uuid4().hex[:6]}"
+    with pytest.raises(MalformedChunk):
+        build(kind, stub, max_retries=1).generate_chat_response(conversation(), model)
+    assert requests_for_model(stub, model) == 2
+
+
 def test_server_that_never_answers_times_out(kind: str, stub: StubServer) -> None:
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
@@ -226,7 +251,7 @@ def test_api_key_absent_from_errors_reprs_and_logs(
     provider = build(kind, stub)
     caplog.set_level("DEBUG")
     failures: list[ProviderError] = []
-    for model in ("fault-401", "fault-500", "no-such-model", "fault-cut"):
+    for model in ("fault-401", "fault-500", "no-such-model", "fault-cut", "fault-malformed"):
         with pytest.raises(ProviderError) as info:
             provider.generate_chat_response(conversation(), model)
         failures.append(info.value)

@@ -16,7 +16,7 @@ from shared.providers.anthropic import AnthropicProvider
 from shared.providers.base import BaseProvider, Message, ProviderConfig
 from shared.providers.ollama import OllamaProvider
 from shared.providers.openai import OpenAIProvider
-from tests.stubs import reply_text
+from tests.stubs import AnthropicStub, OllamaStub, OpenAIStub, reply_text
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENT = 200
@@ -125,3 +125,71 @@ def test_stub_runs_as_a_standalone_process() -> None:
     finally:
         process.terminate()
         process.wait(5)
+
+
+def test_malformed_chunk_in_each_wire_framing(
+    openai_stub: OpenAIStub, anthropic_stub: AnthropicStub, ollama_stub: OllamaStub
+) -> None:
+    messages = [{"role": "user", "content": "a b c"}]
+    model = "fault-malformed+tokens=5"
+    openai_body = requests.post(
+        f"{openai_stub.base_url}/chat/completions",
+        headers={"Authorization": "Bearer k"},
+        json={"model": model, "stream": True, "messages": messages},
+        timeout=5,
+    ).text.split("\n\n")
+    # the role chunk, tok0..tok2, the bad line, then the stream goes on to [DONE]
+    assert openai_body[4] == "data: {not json"
+    assert openai_body[-2] == "data: [DONE]"
+
+    anthropic_events = requests.post(
+        f"{anthropic_stub.base_url}/v1/messages",
+        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+        json={"model": model, "stream": True, "max_tokens": 10, "messages": messages},
+        timeout=5,
+    ).text.split("\n\n")
+    bad = anthropic_events[6].split("\n")  # message_start, block start, ping, 3 deltas
+    assert bad[0] == "event: content_block_delta"
+    with pytest.raises(ValueError):
+        json.loads(bad[1].removeprefix("data: "))
+    assert anthropic_events[-2].startswith("event: message_stop")
+
+    ollama_lines = requests.post(
+        f"{ollama_stub.base_url}/api/chat",
+        json={"model": model, "messages": messages},
+        timeout=5,
+    ).text.splitlines()
+    with pytest.raises(ValueError):
+        json.loads(ollama_lines[3])
+    assert json.loads(ollama_lines[-1])["done"] is True
+
+
+def test_rate_limit_headers_only_when_asked(
+    openai_stub: OpenAIStub, anthropic_stub: AnthropicStub
+) -> None:
+    def headers(url: str, model: str, **extra: str) -> dict[str, str]:
+        response = requests.post(
+            url,
+            headers={"Authorization": "Bearer k", "anthropic-version": "2023-06-01", **extra},
+            json={
+                "model": model,
+                "stream": True,
+                "max_tokens": 2,
+                "messages": [{"role": "user", "content": "a"}],
+            },
+            timeout=5,
+        )
+        return {k.lower(): v for k, v in response.headers.items()}
+
+    openai_url = f"{openai_stub.base_url}/chat/completions"
+    anthropic_url = f"{anthropic_stub.base_url}/v1/messages"
+    limited = headers(openai_url, "stub-model+remaining=9")
+    assert limited["x-ratelimit-remaining-requests"] == "9"
+    assert limited["x-ratelimit-limit-requests"] == "100"
+    assert limited["x-ratelimit-reset-requests"] == "1s"
+    limited = headers(anthropic_url, "stub-model+remaining=9")
+    assert limited["anthropic-ratelimit-requests-remaining"] == "9"
+    assert limited["anthropic-ratelimit-requests-limit"] == "100"
+    assert limited["anthropic-ratelimit-requests-reset"].endswith("Z")
+    for url in (openai_url, anthropic_url):
+        assert not [k for k in headers(url, "stub-model") if "ratelimit" in k]

@@ -21,6 +21,7 @@ FAULTS = frozenset(
         "overloaded",
         "529",
         "cut",
+        "malformed",
         "midstream-error",
         "hang",
         "stall",
@@ -33,8 +34,12 @@ FAULTS = frozenset(
     }
 )
 # Faults that strike mid-stream, after `Plan.fault_after` tokens (tunable `+after=N`).
-MIDSTREAM_FAULTS = frozenset({"cut", "midstream-error", "stall", "usage-then-error"})
+MIDSTREAM_FAULTS = frozenset({"cut", "malformed", "midstream-error", "stall", "usage-then-error"})
 TOKENS_BEFORE_FAULT = 3
+# The limits the OpenAI and Anthropic stubs advertise in their rate-limit headers, sent only
+# when the model name asks for them with `+remaining=N` (N = remaining requests).
+RATE_LIMIT_REQUESTS = 100
+RATE_LIMIT_TOKENS = 100_000
 # Where `fault-redirect` (and any path under /bounce) sends clients: a client that follows
 # redirects shows up in `stub.requests_for(...)` under this path.
 REDIRECT_TARGET = "/redirect-target/internal"
@@ -49,6 +54,8 @@ class Plan:
     delay_ms: float
     fault_after: int = TOKENS_BEFORE_FAULT
     prompt_tokens: int | None = None  # `+prompt=N`: the prompt count to report, else words
+    # `+remaining=N`: send rate-limit headers with N requests remaining; None: no such headers
+    remaining_requests: int | None = None
 
     def prompt_count(self, *texts: Any) -> int:
         return self.prompt_tokens if self.prompt_tokens is not None else word_count(*texts)
@@ -66,6 +73,7 @@ def plan_for(model: str, default_tokens: int, default_delay_ms: float) -> Plan:
         delay_ms=float(tunables.get("delay", default_delay_ms)),
         fault_after=int(tunables.get("after", TOKENS_BEFORE_FAULT)),
         prompt_tokens=int(tunables["prompt"]) if "prompt" in tunables else None,
+        remaining_requests=int(tunables["remaining"]) if "remaining" in tunables else None,
     )
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.stubs._faults import (
     MIDSTREAM_FAULTS,
+    RATE_LIMIT_REQUESTS,
+    RATE_LIMIT_TOKENS,
     Plan,
     is_known,
     last_user_text,
@@ -40,6 +43,25 @@ def _error(status: int, type_: str, message: str, **headers: str) -> Response:
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _rate_limit_headers(plan: Plan, prompt_tokens: int) -> dict[str, str]:
+    """Anthropic's anthropic-ratelimit-* headers, only when the model name has `+remaining=N`.
+
+    Resets are RFC 3339 times to the second, as Anthropic sends them: the next whole second
+    at most 1 s ahead.
+    """
+    if plan.remaining_requests is None:
+        return {}
+    reset = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "anthropic-ratelimit-requests-limit": str(RATE_LIMIT_REQUESTS),
+        "anthropic-ratelimit-requests-remaining": str(plan.remaining_requests),
+        "anthropic-ratelimit-requests-reset": reset,
+        "anthropic-ratelimit-tokens-limit": str(RATE_LIMIT_TOKENS),
+        "anthropic-ratelimit-tokens-remaining": str(RATE_LIMIT_TOKENS - prompt_tokens),
+        "anthropic-ratelimit-tokens-reset": reset,
+    }
 
 
 class AnthropicStub(StubServer):
@@ -102,6 +124,7 @@ class AnthropicStub(StubServer):
         count, stop = plan.tokens, "end_turn"
         if int(body["max_tokens"]) < count:
             count, stop = int(body["max_tokens"]), "max_tokens"
+        limits = _rate_limit_headers(plan, prompt_tokens)
         if not body.get("stream"):
             return Response.json(
                 {
@@ -113,13 +136,15 @@ class AnthropicStub(StubServer):
                     "stop_reason": stop,
                     "stop_sequence": None,
                     "usage": {"input_tokens": prompt_tokens, "output_tokens": count},
-                }
+                },
+                **limits,
             )
         return StreamResponse(
             self._events(plan, prompt_tokens, count, stop),
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
                 "cache-control": "no-cache",
+                **limits,
             },
         )
 
@@ -195,7 +220,11 @@ class AnthropicStub(StubServer):
         )
         yield _sse("ping", {"type": "ping"})
         for index, piece in enumerate(reply_pieces(count)):
-            if index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
+            if index == plan.fault_after and plan.fault == "malformed":
+                # A delta event whose data is cut off, then the stream goes on as if nothing
+                # happened: a client that skipped it would see a complete reply.
+                yield b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
+            elif index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
                 if plan.fault == "cut":
                     yield CUT
                 elif plan.fault == "stall":

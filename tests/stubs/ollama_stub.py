@@ -144,7 +144,11 @@ class OllamaStub(StubServer):
         self, plan: Plan, prompt_tokens: int, count: int, reason: str
     ) -> AsyncIterator[Any]:
         for index, piece in enumerate(reply_pieces(count)):
-            if index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
+            if index == plan.fault_after and plan.fault == "malformed":
+                # A line cut off mid-object, then the stream goes on as if nothing happened: a
+                # client that skipped it would see a complete reply.
+                yield b'{"model": "' + plan.model.encode() + b'", "created_at": \n'
+            elif index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
                 if plan.fault == "cut":
                     yield CUT
                 elif plan.fault == "stall":

@@ -14,6 +14,8 @@ from typing import Any
 
 from tests.stubs._faults import (
     MIDSTREAM_FAULTS,
+    RATE_LIMIT_REQUESTS,
+    RATE_LIMIT_TOKENS,
     Plan,
     is_known,
     last_user_text,
@@ -33,6 +35,20 @@ def _error(
         status,
         **headers,
     )
+
+
+def _rate_limit_headers(plan: Plan, prompt_tokens: int) -> dict[str, str]:
+    """OpenAI's six x-ratelimit-* headers, only when the model name has `+remaining=N`."""
+    if plan.remaining_requests is None:
+        return {}
+    return {
+        "x-ratelimit-limit-requests": str(RATE_LIMIT_REQUESTS),
+        "x-ratelimit-limit-tokens": str(RATE_LIMIT_TOKENS),
+        "x-ratelimit-remaining-requests": str(plan.remaining_requests),
+        "x-ratelimit-remaining-tokens": str(RATE_LIMIT_TOKENS - prompt_tokens),
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-reset-tokens": "20ms",
+    }
 
 
 class OpenAIStub(StubServer):
@@ -98,14 +114,18 @@ class OpenAIStub(StubServer):
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         if limit is not None and limit < count:
             count, finish = int(limit), "length"
+        limits = _rate_limit_headers(plan, prompt_tokens)
         if not body.get("stream"):
-            return self._complete(plan, prompt_tokens, count, finish)
+            response = self._complete(plan, prompt_tokens, count, finish)
+            response.headers.update(limits)
+            return response
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamResponse(
             self._sse(plan, prompt_tokens, count, finish, include_usage),
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
                 "cache-control": "no-cache",
+                **limits,
             },
         )
 
@@ -219,7 +239,11 @@ class OpenAIStub(StubServer):
 
         yield event([choice({"role": "assistant", "content": "", "refusal": None})])
         for index, piece in enumerate(reply_pieces(count)):
-            if index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
+            if index == plan.fault_after and plan.fault == "malformed":
+                # A mangled line (a broken proxy, a truncated write), then the stream goes on
+                # as if nothing happened: a client that skipped it would see a complete reply.
+                yield b"data: {not json\n\n"
+            elif index == plan.fault_after and plan.fault in MIDSTREAM_FAULTS:
                 if plan.fault == "cut":
                     yield CUT
                 elif plan.fault == "stall":
