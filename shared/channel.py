@@ -2,7 +2,7 @@
 
 For each assistant reply `{id}`:
 - `sb:reply:{id}:events` is a Redis Stream, the replay buffer. Entries have two fields,
-  `event` (`token`, `reset`, `done` or `error`) and `data` (a JSON object). It expires
+  `event` (`token`, `reset`, `restart`, `done` or `error`) and `data` (a JSON object). It expires
   TOKEN_STREAM_TTL_SECONDS after the last write and is never trimmed, so a reader can start at
   `0-0` (from the beginning) or resume after any entry id (SSE `Last-Event-ID`).
 - `sb:reply:{id}` is a pub/sub channel carrying the same entries as JSON
@@ -12,7 +12,9 @@ For each assistant reply `{id}`:
 
 `token` data is `{"delta": "..."}`: text added since the previous token event (several provider
 chunks may be merged into one event; never the whole text so far). `reset` means a new delivery
-of the job restarted the reply: discard the text received so far. `done` and `error` end it.
+of the job restarted the reply: discard the text received so far. `restart` (`{"provider",
+"model", "reason"}`) means the target failed after sending tokens and the reply starts over on
+a fallback: discard the text too. `done` and `error` end it.
 """
 
 from __future__ import annotations
@@ -213,10 +215,14 @@ class ReplyPublisher:
             self._sent_any = True
             self.channel.flush([self])
 
-    def finish(self, event: str, data: dict[str, Any]) -> None:
-        """Flush what is pending and the end event, in order, now."""
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Flush what is pending and then `event`, in order, now."""
         self._end = (event, _encode(data))
         self.channel.flush([self])
+
+    def finish(self, event: str, data: dict[str, Any]) -> None:
+        """The end event (`done` or `error`), after everything before it."""
+        self.emit(event, data)
 
     def take_pending(self) -> list[tuple[str, str]]:
         events: list[tuple[str, str]] = []
@@ -243,10 +249,10 @@ async def read_events(
 
 
 async def text_so_far(client: aioredis.Redis, reply_id: object) -> str:
-    """The reply's text as buffered so far (after the last `reset`)."""
+    """The reply's text as buffered so far (after the last `reset` or `restart`)."""
     parts: list[str] = []
     for _entry_id, fields in await client.xrange(stream_key(reply_id)):
-        if fields["event"] == "reset":
+        if fields["event"] in ("reset", "restart"):
             parts.clear()
         elif fields["event"] == "token":
             parts.append(json.loads(fields["data"])["delta"])

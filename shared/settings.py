@@ -163,6 +163,16 @@ class Settings(BaseSettings):
     WORKER_METRICS_PORT: int = Field(default=0, ge=0, le=65535)
     WORKER_METRICS_BIND_ADDRESS: str = "127.0.0.1"
 
+    # Routing (docs/providers/routing.md). A stream that sends nothing for this long (before
+    # its first token or between tokens) is given up and the reply moves to its fallback.
+    STREAM_STALL_SECONDS: float = Field(default=60.0, gt=0)
+    # A target failing this many times within the window cools down: pools and fallback
+    # chains pass over it until the cooldown ends.
+    TARGET_FAILURE_THRESHOLD: int = Field(default=3, gt=0)
+    TARGET_FAILURE_WINDOW_SECONDS: float = Field(default=60.0, gt=0)
+    TARGET_COOLDOWN_SECONDS: float = Field(default=30.0, gt=0)
+    RESPONSE_CACHE_TTL_SECONDS: int = Field(default=3600, gt=0)
+
     # Token channel and SSE.
     TOKEN_STREAM_TTL_SECONDS: int = Field(default=3600, gt=0)
     TOKEN_FLUSH_INTERVAL_MS: float = Field(default=10.0, ge=0)

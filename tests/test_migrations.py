@@ -29,7 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0007_usage_rollup"
+HEAD = "0008_routing"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
@@ -42,8 +42,17 @@ ADDED_TABLES = {
     "usage_rollup_hourly",
     "usage_rollup_daily",
     "usage_rollup_state",
+    "fallback_chains",
+    "pool_deployments",
+    "experiments",
 }
-ADDED_CHAT_COLUMNS = {"provider_name", "model_name"}
+ADDED_CHAT_COLUMNS = {
+    "provider_name",
+    "model_name",
+    "routing",
+    "experiment_id",
+    "experiment_arm",
+}
 ADDED_MESSAGE_COLUMNS = {
     "status",
     "provider_name",
@@ -60,6 +69,9 @@ ADDED_MESSAGE_COLUMNS = {
     "enqueued_at",
     "finish_reason",
     "request_fingerprint",
+    "routing",
+    "route_step",
+    "rating",
 }
 
 
@@ -217,6 +229,8 @@ def test_head_matches_the_models(db_url: str, engine: sa.Engine) -> None:
         | {
             "idx_provider_configs_name",
             "idx_provider_models_provider",
+            "ix_pool_deployments_pool_name",
+            "fk_chats_experiment_id_experiments",
             "ix_api_keys_user_id",
             "idx_provider_usage_user",
             "idx_provider_usage_created_brin",

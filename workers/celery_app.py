@@ -90,13 +90,16 @@ def broker_redis() -> redis.Redis:
     return sync_redis(get_settings().REDIS_URL)
 
 
-def enqueue_generation(reply_id: uuid.UUID, provider: str) -> None:
-    """Send the job to the provider's queue. Raises if the broker cannot be reached."""
+def enqueue_generation(reply_id: uuid.UUID, provider: str, step: int | None = None) -> None:
+    """Send the job to the provider's queue. Raises if the broker cannot be reached.
+
+    `step` is the route step the job runs (workers/fallback.py); None runs whichever is
+    current (a submission's first job, or one the redelivery sweeper sends again)."""
     # Beside the job in the broker's Redis: a restart that loses the job loses this too.
     broker_redis().set(enqueued_marker_key(reply_id), "1", ex=ENQUEUED_MARKER_TTL_SECONDS)
     celery_app.send_task(
         GENERATION_TASK,
-        args=[str(reply_id)],
+        args=[str(reply_id)] if step is None else [str(reply_id), step],
         queue=provider,
         retry=True,
         retry_policy={

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, true, update
 
 from shared import metrics
 from shared.channel import ReplyPublisher, TokenChannel
@@ -21,15 +21,25 @@ from shared.db import DatabaseUnavailable, get_engine, retry_while_unavailable
 from shared.models import Chat, Message, ReplyStatus, SystemPrompt
 from shared.models.provider import ProviderConfigRow, ProviderModel
 from shared.providers.base import Message as ProviderMessage
-from shared.providers.base import StreamEnd, TextDelta, Usage, UsageReport, merge_usage
+from shared.providers.base import (
+    RateLimitReport,
+    StreamEnd,
+    TextDelta,
+    Usage,
+    UsageReport,
+    merge_usage,
+)
 from shared.providers.errors import ProviderError
 from shared.providers.manager import provider_manager
 from shared.redis_client import sync_redis
+from shared.routing.cache import CachedReply, ResponseCache, cache_key
+from shared.routing.plan import RoutePlan, target_health
+from shared.routing.targets import Target
 from shared.settings import Settings, get_settings
-from workers import outcomes
+from workers import fallback, outcomes
 from workers.outcomes import Outcome, StoredFor
 from workers.prompt import HistoryRow, build_prompt
-from workers.watchdog import CANCELLED, GenerationInterrupted, Watchdog
+from workers.watchdog import CANCELLED, STALLED, GenerationInterrupted, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,11 @@ class Claim(StoredFor):
     temperature: float | None
     max_tokens: int | None
     messages: list[ProviderMessage]
+    plan: RoutePlan
+
+    @property
+    def target(self) -> Target:
+        return Target(self.provider, self.model)
 
 
 @dataclass(slots=True)
@@ -98,20 +113,33 @@ def watchdog() -> Watchdog:
     return Watchdog(sync_redis(settings.REDIS_URL), settings.CANCEL_CHECK_INTERVAL_SECONDS)
 
 
+@lru_cache
+def response_cache() -> ResponseCache:
+    settings = get_settings()
+    return ResponseCache(sync_redis(settings.REDIS_URL), settings.RESPONSE_CACHE_TTL_SECONDS)
+
+
 def run_generation(
-    reply_id: uuid.UUID, settings: Settings | None = None, channel: TokenChannel | None = None
+    reply_id: uuid.UUID,
+    settings: Settings | None = None,
+    channel: TokenChannel | None = None,
+    step: int | None = None,
 ) -> None:
-    """Raises DatabaseUnavailable when the caller should deliver the job again later."""
+    """Run the reply's current target. `step` is the route step the job was sent for (None:
+    whichever is current). Raises DatabaseUnavailable when the caller should deliver the job
+    again later."""
     settings = settings or get_settings()
     channel = channel or token_channel()
     # A finish that could not be stored earlier is stored now, never generated again.
     if outcomes.store_spooled(reply_id, channel, settings):
         return
     claim = retry_while_unavailable(
-        lambda: _claim(reply_id, settings), CLAIM_RETRY_SECONDS, what=f"claim {reply_id}"
+        lambda: _claim(reply_id, settings, step), CLAIM_RETRY_SECONDS, what=f"claim {reply_id}"
     )
     if claim is None:
-        return  # finished already, or another delivery holds a live lease
+        # Finished already, or another delivery holds a live lease, or the reply has moved
+        # on to a later step (whose own job runs it).
+        return
     if claim.attempt > settings.TASK_MAX_DELIVERIES:
         abandoned = Outcome(
             ReplyStatus.failed,
@@ -127,6 +155,10 @@ def run_generation(
         outcomes.safe(channel.restart, claim.reply_id, "the job was delivered again; restarting")
 
     publisher = channel.publisher(claim.reply_id)
+    key = _cache_key(claim) if claim.plan.cache else None
+    if key is not None and (hit := _cached(key)) is not None:
+        outcomes.finish(claim, _replay_cached(hit, publisher), channel, settings, publisher)
+        return
     progress = Progress()
     try:
         with metrics.in_flight(claim.provider).track_inprogress():
@@ -138,13 +170,72 @@ def run_generation(
             claim, progress.outcome(claim, ReplyStatus.failed, error), channel, settings, publisher
         )
         raise
-    outcomes.finish(claim, outcome, channel, settings, publisher)
+    if outcome.retry_elsewhere and outcome.error is not None:
+        outcome.next_step = fallback.next_step(
+            claim, claim.plan, settings, outcome.error, tokens_sent=bool(progress.parts)
+        )
+        if outcome.next_step is None:
+            outcome.error = fallback.exhausted(claim.plan, outcome.error)
+    stored = outcomes.finish(claim, outcome, channel, settings, publisher)
+    if stored and key is not None and outcome.status is ReplyStatus.completed:
+        _remember(key, outcome)
 
 
-def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
-    """Take the reply for this delivery: queued, or running under an expired lease."""
+def _cache_key(claim: Claim) -> str:
+    return cache_key(
+        claim.provider, claim.model, claim.messages, claim.temperature, claim.max_tokens
+    )
+
+
+def _cached(key: str) -> CachedReply | None:
+    try:
+        return response_cache().get(key)
+    except Exception as exc:  # no cache is a miss, never a failed reply
+        log.warning("response cache unavailable: %s", type(exc).__name__)
+        return None
+
+
+def _remember(key: str, outcome: Outcome) -> None:
+    usage = outcome.usage
+    reply = CachedReply(
+        outcome.text,
+        outcome.finish_reason,
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else 0,
+    )
+    try:
+        response_cache().put(key, reply)
+    except Exception as exc:
+        log.warning("response cache unavailable: %s", type(exc).__name__)
+
+
+# Readers see a cached reply arrive in token events like a live one, this many
+# characters at a time (the flusher merges them as it does a provider's).
+CACHED_PIECE_CHARS = 16
+
+
+def _replay_cached(hit: CachedReply, publisher: ReplyPublisher) -> Outcome:
+    started = time.monotonic()
+    for i in range(0, len(hit.text), CACHED_PIECE_CHARS):
+        publisher.token(hit.text[i : i + CACHED_PIECE_CHARS])
+    elapsed = int((time.monotonic() - started) * 1000)
+    return Outcome(
+        ReplyStatus.completed,
+        hit.text,
+        Usage(0, 0),  # no provider call: nothing billed
+        finish_reason=hit.finish_reason,
+        ttft_ms=0 if hit.text else None,
+        elapsed_ms=elapsed,
+        cached=True,
+    )
+
+
+def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> Claim | None:
+    """Take the reply for this delivery: queued, or running under an expired lease; for a
+    job sent for one step, only while the reply is still on that step."""
     engine = get_engine()
     now = outcomes.database_now(engine)
+    at_step = Message.route_step == step if step is not None else true()
     # Core statements on a plain connection: the ORM's unit of work would cost more CPU than
     # the queries themselves, and nothing here needs identity-mapped objects.
     with engine.begin() as conn:
@@ -152,6 +243,7 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
             update(Message)
             .where(
                 Message.id == reply_id,
+                at_step,
                 or_(
                     Message.status == ReplyStatus.queued,
                     (Message.status == ReplyStatus.running) & (Message.lease_expires_at < now),
@@ -173,9 +265,13 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
                 Message.max_tokens,
                 Message.created_at,
                 Message.reply_to_id,
+                Message.route_step,
+                Message.routing,
             )
         ).one_or_none()
         if row is None:
+            if step is not None:
+                _resend_if_moved(conn, reply_id, step)
             return None
         context_tokens = (
             select(ProviderModel.max_context_length)
@@ -226,10 +322,33 @@ def _claim(reply_id: uuid.UUID, settings: Settings) -> Claim | None:
         attempt=row.attempts,
         provider=row.provider_name,
         model=row.model_name,
+        step=row.route_step,
         temperature=row.temperature,
         max_tokens=row.max_tokens,
         messages=messages,
+        plan=RoutePlan.from_json(row.routing, row.provider_name, row.model_name),
     )
+
+
+def _resend_if_moved(conn: Connection, reply_id: uuid.UUID, step: int) -> None:
+    """A job for a step the reply has left, while the reply waits queued at a later step:
+    the worker that moved it may have stopped before sending the next job, so send it (a
+    second copy finds the reply taken and does nothing)."""
+    row = conn.execute(
+        select(Message.status, Message.route_step, Message.provider_name).where(
+            Message.id == reply_id
+        )
+    ).one_or_none()
+    if row is None or row.status != ReplyStatus.queued or row.route_step == step:
+        return
+    from workers.celery_app import enqueue_generation  # the Celery app imports the tasks
+
+    try:
+        enqueue_generation(reply_id, row.provider_name, row.route_step)
+    except Exception as exc:  # the redelivery sweeper sends it once the broker is back
+        log.warning(
+            "job for step %d of %s not sent: %s", row.route_step, reply_id, type(exc).__name__
+        )
 
 
 def _stream(
@@ -237,9 +356,10 @@ def _stream(
 ) -> Outcome:
     deadline = progress.started + settings.TASK_SOFT_TIME_LIMIT
     status, error = ReplyStatus.completed, None
+    elsewhere = False
     events = None
     try:
-        with watchdog().watch(claim.reply_id, deadline) as watch:
+        with watchdog().watch(claim.reply_id, deadline, settings.STREAM_STALL_SECONDS) as watch:
             provider = provider_manager.get_provider(claim.provider)
             events = provider.generate_streaming_response(
                 claim.messages,
@@ -248,6 +368,7 @@ def _stream(
                 max_tokens=claim.max_tokens,
             )
             for event in events:
+                watch.touch()
                 if isinstance(event, TextDelta):
                     if progress.ttft_ms is None:
                         progress.ttft_ms = int((time.monotonic() - progress.started) * 1000)
@@ -263,21 +384,42 @@ def _stream(
                     progress.reported = event
                 elif isinstance(event, StreamEnd):
                     progress.end = event
+                elif isinstance(event, RateLimitReport):
+                    _record_rate_limit(settings, claim.target, event)
     except GenerationInterrupted as interrupted:
         if interrupted.reason == CANCELLED:
             status = ReplyStatus.cancelled
+        elif interrupted.reason == STALLED:
+            status, elsewhere = ReplyStatus.failed, True
+            error = (
+                f"{claim.provider}: the stream stalled: nothing received for "
+                f"{settings.STREAM_STALL_SECONDS:g} s"
+            )
+            fallback.record_failure(settings, claim.target, None)
         else:
             status, error = ReplyStatus.failed, SOFT_LIMIT_ERROR
     except ProviderError as exc:
         metrics.record_provider_error(claim.provider, exc)
         status, error = ReplyStatus.failed, str(exc)
+        elsewhere = fallback.retry_elsewhere(exc)
+        fallback.record_failure(settings, claim.target, exc)
     finally:
         if events is not None:
             events.close()  # closes the provider's HTTP response on cancel or error
 
     if status is ReplyStatus.completed and progress.end is None:
         status, error = ReplyStatus.failed, "The provider stream ended without its final event"
-    return progress.outcome(claim, status, error)
+        elsewhere = True
+    outcome = progress.outcome(claim, status, error)
+    outcome.retry_elsewhere = elsewhere
+    return outcome
+
+
+def _record_rate_limit(settings: Settings, target: Target, report: RateLimitReport) -> None:
+    try:
+        target_health(settings).record_rate_limit(target, report)
+    except Exception as exc:
+        log.warning("rate-limit headroom not recorded: %s", type(exc).__name__)
 
 
 SOFT_LIMIT_ERROR = "Generation exceeded TASK_SOFT_TIME_LIMIT"

@@ -42,6 +42,17 @@ def spool_key(reply_id: object) -> str:
     return f"sb:reply:{reply_id}:outcome"
 
 
+@dataclass(frozen=True, slots=True)
+class NextStep:
+    """Where a failed attempt's reply goes next (workers/fallback.py)."""
+
+    step: int
+    provider: str
+    model: str
+    reason: str
+    restart: bool  # tokens were sent: readers must drop them
+
+
 @dataclass(slots=True)
 class Outcome:
     status: ReplyStatus
@@ -51,6 +62,10 @@ class Outcome:
     error: str | None = None
     ttft_ms: int | None = None
     elapsed_ms: int = 0
+    # The failure is one another target may not have (workers/fallback.py decides).
+    retry_elsewhere: bool = False
+    cached: bool = False
+    next_step: NextStep | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +75,10 @@ class StoredFor:
     reply_id: uuid.UUID
     chat_id: uuid.UUID
     user_id: uuid.UUID
-    attempt: int
+    attempt: int  # the delivery at this step: 1, 2... (the lease's fencing token with `step`)
     provider: str
     model: str
+    step: int  # the index of this target in the reply's route
 
 
 def database_now(engine: Engine) -> ColumnElement[Any]:
@@ -89,7 +105,9 @@ def finish(
     channel: TokenChannel,
     settings: Settings,
     publisher: ReplyPublisher | None = None,
-) -> None:
+) -> bool:
+    """Store the outcome, then tell readers (and, for a fallback, send the next job).
+    False when a later delivery took the reply over."""
     try:
         stored = retry_while_unavailable(
             lambda: _store(target, outcome),
@@ -105,6 +123,7 @@ def finish(
         raise
     if stored:
         _announce(target, outcome, channel, publisher)
+    return stored
 
 
 def store_spooled(reply_id: uuid.UUID, channel: TokenChannel, settings: Settings) -> bool:
@@ -137,6 +156,44 @@ def _cost(target: StoredFor, usage: Usage | None) -> Decimal | None:
     return cost_of(price, usage.prompt_tokens, usage.completion_tokens)
 
 
+def _reply_values(engine: Engine, outcome: Outcome) -> dict[str, Any]:
+    moved = outcome.next_step
+    if moved is None:
+        return {
+            "content": outcome.text,
+            "status": outcome.status,
+            "error": outcome.error,
+            "finish_reason": outcome.finish_reason,
+            "completed_at": database_now(engine),
+            "lease_expires_at": None,
+        }
+    # Back in the queue, for the next target: a new step whose deliveries count from 0.
+    return {
+        "content": "",
+        "status": ReplyStatus.queued,
+        "error": None,
+        "finish_reason": None,
+        "provider_name": moved.provider,
+        "model_name": moved.model,
+        "route_step": moved.step,
+        "attempts": 0,
+        "lease_expires_at": None,
+        "started_at": None,
+        "enqueued_at": database_now(engine),
+    }
+
+
+def _already_stored(current: Any, target: StoredFor, outcome: Outcome) -> bool:
+    """Whether this very store committed on an earlier try whose answer was lost."""
+    if outcome.next_step is not None:
+        return current.route_step >= outcome.next_step.step
+    return (
+        current.route_step == target.step
+        and current.attempts == target.attempt
+        and current.status == outcome.status
+    )
+
+
 def _store(target: StoredFor, outcome: Outcome) -> bool:
     """One transaction; False when a later delivery took the reply over. Safe to repeat:
     a retry after a commit whose answer was lost finds its own result and says True."""
@@ -148,24 +205,20 @@ def _store(target: StoredFor, outcome: Outcome) -> bool:
             .where(
                 Message.id == target.reply_id,
                 Message.status == ReplyStatus.running,
+                Message.route_step == target.step,
                 Message.attempts == target.attempt,
             )
-            .values(
-                content=outcome.text,
-                status=outcome.status,
-                error=outcome.error,
-                finish_reason=outcome.finish_reason,
-                completed_at=database_now(engine),
-                lease_expires_at=None,
-            )
+            .values(**_reply_values(engine, outcome))
         ).rowcount
         if updated == 0:
             current = conn.execute(
-                select(Message.status, Message.attempts).where(Message.id == target.reply_id)
+                select(Message.status, Message.attempts, Message.route_step).where(
+                    Message.id == target.reply_id
+                )
             ).one_or_none()
             if current is not None:
-                if current.attempts == target.attempt and current.status == outcome.status:
-                    return True  # this very store committed on an earlier try
+                if _already_stored(current, target, outcome):
+                    return True
                 log.info("reply %s was taken over by a later delivery", target.reply_id)
                 return False
             # The chat was deleted meanwhile: the provider was still paid, so keep the
@@ -188,6 +241,9 @@ def _store(target: StoredFor, outcome: Outcome) -> bool:
                 response_time_ms=outcome.elapsed_ms,
                 time_to_first_token_ms=outcome.ttft_ms,
                 status=outcome.status,
+                route_step=target.step,
+                error=outcome.error,
+                cached=outcome.cached,
             )
         )
     # After the commit: the metrics count exactly the usage rows stored.
@@ -230,6 +286,10 @@ def _announce(
     publisher: ReplyPublisher | None,
 ) -> None:
     usage = usage_data(outcome.usage)
+    moved = outcome.next_step
+    if moved is not None:
+        _announce_move(target, moved, channel, publisher)
+        return
     if outcome.status is ReplyStatus.failed:
         event, data = "error", {"status": "failed", "error": outcome.error, "usage": usage}
     else:
@@ -248,6 +308,25 @@ def _announce(
     safe(channel.client.delete, enqueued_marker_key(target.reply_id))
 
 
+def _announce_move(
+    target: StoredFor, moved: NextStep, channel: TokenChannel, publisher: ReplyPublisher | None
+) -> None:
+    # Before the first token the move is invisible to readers: they only see the next
+    # target's tokens. After it, they are told to drop what they have.
+    if moved.restart:
+        data = {"provider": moved.provider, "model": moved.model, "reason": moved.reason}
+        if publisher is not None:
+            publisher.emit("restart", data)
+        else:
+            safe(channel.append, target.reply_id, [("restart", data)])
+    from workers.celery_app import enqueue_generation  # the Celery app imports this module
+
+    try:
+        enqueue_generation(target.reply_id, moved.provider, moved.step)
+    except Exception as exc:  # the redelivery sweeper sends it once the broker is back
+        log.warning("fallback job for %s not sent: %s", target.reply_id, type(exc).__name__)
+
+
 def enqueued_marker_key(reply_id: object) -> str:
     """Exists while the reply's job is in the broker (see workers/redelivery.py)."""
     return f"sb:reply:{reply_id}:enqueued"
@@ -261,7 +340,12 @@ def _spool(channel: TokenChannel, target: StoredFor, outcome: Outcome) -> None:
             "chat_id": str(target.chat_id),
             "user_id": str(target.user_id),
         },
-        "outcome": {**asdict(outcome), "status": str(outcome.status), "usage": None},
+        "outcome": {
+            **asdict(outcome),
+            "status": str(outcome.status),
+            "usage": None,
+            "next_step": asdict(outcome.next_step) if outcome.next_step else None,
+        },
     }
     if outcome.usage is not None:
         record["outcome"]["usage"] = {
@@ -287,6 +371,7 @@ def _decode_spool(raw: str) -> tuple[StoredFor, Outcome]:
         t["attempt"],
         t["provider"],
         t["model"],
+        t.get("step", 0),
     )
     o = record["outcome"]
     usage = Usage(**o["usage"]) if o["usage"] is not None else None
@@ -298,5 +383,7 @@ def _decode_spool(raw: str) -> tuple[StoredFor, Outcome]:
         error=o["error"],
         ttft_ms=o["ttft_ms"],
         elapsed_ms=o["elapsed_ms"],
+        cached=o.get("cached", False),
+        next_step=NextStep(**o["next_step"]) if o.get("next_step") else None,
     )
     return target, outcome

@@ -14,9 +14,9 @@ DB_MAX_RETRY_SECONDS = 30
 
 
 @celery_app.task(name=GENERATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-def generate_reply(self: Task, reply_id: str) -> None:
+def generate_reply(self: Task, reply_id: str, step: int | None = None) -> None:
     try:
-        run_generation(uuid.UUID(reply_id))
+        run_generation(uuid.UUID(reply_id), step=step)
     except DatabaseUnavailable as exc:
         # Nothing was claimed, or a finished reply waits in Redis to be stored: try again
         # later, for as long as the outage lasts, rather than drop the user's message.

@@ -3,8 +3,9 @@
 A generation reads its stop flag after each token, but a provider may say nothing for minutes
 (before the first token, or stalled). One watchdog per worker process checks every watched
 reply's stop flag in a single Redis round trip every `interval` seconds, and enforces each
-reply's soft deadline. Under the gevent pool it interrupts the generation's greenlet where it
-waits (a socket read, a retry sleep) by throwing `GenerationInterrupted` into it from the hub;
+reply's soft deadline and stall limit (no event from the provider for STREAM_STALL_SECONDS).
+Under the gevent pool it interrupts the generation's greenlet where it waits (a socket read,
+a retry sleep) by throwing `GenerationInterrupted` into it from the hub;
 elsewhere (a plain thread) it can only raise the flag the generation checks at its next token.
 """
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CANCELLED = "cancelled"
 DEADLINE = "deadline"
+STALLED = "stalled"
 
 
 class GenerationInterrupted(BaseException):
@@ -44,7 +46,13 @@ class Watch:
     hub: Any = None  # that greenlet's hub
     reason: str | None = None  # why it was interrupted, once it was
     active: bool = True
+    stall_seconds: float | None = None
+    last_activity: float = field(default_factory=time.monotonic)
     _thrown: bool = field(default=False, repr=False)
+
+    def touch(self) -> None:
+        """The provider sent something: the stall clock starts again."""
+        self.last_activity = time.monotonic()
 
     def interrupt(self, reason: str) -> None:
         if self.reason is None:
@@ -81,8 +89,10 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def watch(self, reply_id: object, deadline: float) -> Iterator[Watch]:
-        watch = Watch(reply_id, deadline, *_interruptible_greenlet())
+    def watch(
+        self, reply_id: object, deadline: float, stall_seconds: float | None = None
+    ) -> Iterator[Watch]:
+        watch = Watch(reply_id, deadline, *_interruptible_greenlet(), stall_seconds=stall_seconds)
         with self._lock:
             self._watches.add(watch)
             if self._thread is None:
@@ -114,6 +124,10 @@ class Watchdog:
         for watch in watches:
             if now >= watch.deadline:
                 watch.interrupt(DEADLINE)
+            elif (
+                watch.stall_seconds is not None and now - watch.last_activity >= watch.stall_seconds
+            ):
+                watch.interrupt(STALLED)
         pending = [w for w in watches if w.reason is None]
         if not pending:
             return

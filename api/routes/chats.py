@@ -36,6 +36,7 @@ async def create_chat(body: ChatCreate, auth: AuthDep) -> object:
         provider=body.provider,
         model=body.model,
         system_prompt_id=body.system_prompt_id,
+        routing=body.routing,
     )
 
 

@@ -126,6 +126,7 @@ async def submit_message(
         max_tokens=body.max_tokens,
         idempotency_key=idempotency_key,
         enqueue=enqueue_generation,
+        routing=body.routing,
     )
     accepted = _accepted(submitted)
     if not wait:

@@ -6,13 +6,19 @@ from datetime import datetime
 from pydantic import Field
 
 from api.schemas.common import ReadModel, StrictBool, StrictModel
+from shared.routing.options import RoutingOptions
 
 
 class ChatCreate(StrictModel):
     title: str | None = Field(default=None, max_length=200)
     provider: str | None = Field(default=None, max_length=50)
-    model: str | None = Field(default=None, max_length=100)
+    model: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A model of the provider, or `pool:<name>` or `auto:cheapest`",
+    )
     system_prompt_id: uuid.UUID | None = None
+    routing: RoutingOptions | None = None
 
 
 class ChatUpdate(StrictModel):
@@ -20,6 +26,7 @@ class ChatUpdate(StrictModel):
     provider: str | None = Field(default=None, max_length=50)
     model: str | None = Field(default=None, max_length=100)
     system_prompt_id: uuid.UUID | None = None
+    routing: RoutingOptions | None = None
 
 
 class ChatRead(ReadModel):
@@ -28,6 +35,10 @@ class ChatRead(ReadModel):
     provider_name: str | None
     model_name: str | None
     system_prompt_id: uuid.UUID | None
+    routing: RoutingOptions | None = None
+    experiment_arm: str | None = Field(
+        default=None, description="The A/B arm (`control` or `variant`) this chat is in, if any"
+    )
     created_at: datetime
     updated_at: datetime
 

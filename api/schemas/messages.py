@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from api.schemas.common import JSON_INTEGER, Cost, StrictFloat, StrictModel
+from shared.routing.options import RoutingOptions
 
 
 class UsageRead(BaseModel):
@@ -16,6 +17,31 @@ class UsageRead(BaseModel):
     estimated: bool
     # Which counts were estimated because the provider did not report them.
     estimated_fields: list[str] = []
+
+
+class AttemptRead(BaseModel):
+    """One target a reply tried: each is billed on its own usage row."""
+
+    step: int
+    provider: str
+    model: str
+    status: str | None
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: Cost | None
+    time_to_first_token_ms: int | None
+    response_time_ms: int | None
+    cached: bool
+
+
+class RouteRead(BaseModel):
+    requested: str | None = Field(
+        default=None, description="The virtual model asked for (`pool:<name>`, `auto:cheapest`)"
+    )
+    why: str | None = Field(default=None, description="Why the first target was chosen")
+    chain: list[dict[str, str]] = Field(description="The targets, in the order tried")
+    cache: bool = False
 
 
 class MessageRead(BaseModel):
@@ -45,6 +71,14 @@ class MessageRead(BaseModel):
         description="Replies: milliseconds the generation took; null for user messages and "
         "unfinished replies",
     )
+    attempts: list[AttemptRead] = Field(
+        default=[],
+        description="Replies: each finished attempt, in order (more than one after a "
+        "fallback). `cost` above is their sum: every attempt is billed",
+    )
+    route: RouteRead | None = None
+    cached: bool = Field(default=False, description="Served from the response cache")
+    rating: int | None = Field(default=None, description="The user's thumbs up (1) or down (-1)")
 
 
 class MessageList(BaseModel):
@@ -57,9 +91,16 @@ class ChatRequest(StrictModel):
 
     message: str = Field(min_length=1)
     provider: str | None = Field(default=None, max_length=50)
-    model: str | None = Field(default=None, max_length=100)
+    model: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A model of the provider, or `pool:<name>` or `auto:cheapest`",
+    )
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: Annotated[int, Field(ge=1, le=200_000), JSON_INTEGER] | None = None
+    routing: RoutingOptions | None = Field(
+        default=None, description="Overrides the chat's routing options, field by field"
+    )
 
 
 class SubmitAccepted(BaseModel):

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from shared.chats.selection import resolve_selection
+from shared.chats.selection import Selection, resolve_selection
 from shared.chats.views import MessageView, message_views
 from shared.errors import NotFound
 from shared.models import Chat, Message, ReplyStatus, SystemPrompt, User
+from shared.providers.directory import current_catalog
+from shared.routing.experiments import assign
+from shared.routing.options import RoutingOptions
+from shared.routing.plan import check_virtual, is_virtual
+from shared.routing.targets import Target
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -43,6 +49,28 @@ class SystemPromptNotFound(NotFound):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class ChatSelection:
+    provider: str | None  # None with a virtual model: the route picks one per message
+    model: str
+
+
+def chat_selection(
+    settings: Settings,
+    *,
+    provider: str | None,
+    model: str | None,
+    fallback_provider: str | None = None,
+) -> Selection | ChatSelection:
+    """A chat's model may be virtual (`pool:<name>`, `auto:cheapest`), checked here."""
+    if model is not None and is_virtual(model):
+        check_virtual(current_catalog(settings), model)
+        return ChatSelection(None, model)
+    return resolve_selection(
+        settings, provider=provider, model=model, fallback_provider=fallback_provider
+    )
+
+
 class ChatService:
     def create(
         self,
@@ -54,17 +82,28 @@ class ChatService:
         provider: str | None,
         model: str | None,
         system_prompt_id: uuid.UUID | None,
+        routing: RoutingOptions | None = None,
     ) -> Chat:
-        selection = resolve_selection(settings, provider=provider, model=model)
+        selection = chat_selection(settings, provider=provider, model=model)
         if system_prompt_id is not None:
             system_prompt_service.get(session, user, system_prompt_id)
         chat = Chat(
+            id=uuid.uuid4(),
             user_id=user.id,
             title=title or "New chat",
             provider_name=selection.provider,
             model_name=selection.model,
             system_prompt_id=system_prompt_id,
+            routing=routing.as_json() if routing is not None else None,
         )
+        # A/B split: a new chat bound for an experiment's control may join its variant, and
+        # stays in its arm (its provider and model are the arm's).
+        if selection.provider is not None:
+            tables = current_catalog(settings).routing
+            joined = assign(tables, Target(selection.provider, selection.model), chat.id)
+            if joined is not None:
+                chat.provider_name, chat.model_name = joined.target.provider, joined.target.model
+                chat.experiment_id, chat.experiment_arm = joined.experiment.id, joined.arm
         session.add(chat)
         session.flush()
         return chat
@@ -99,13 +138,18 @@ class ChatService:
     ) -> Chat:
         chat = self.get(session, user, chat_id)
         if "provider" in changes or "model" in changes:
-            selection = resolve_selection(
+            selection = chat_selection(
                 settings,
                 provider=changes.get("provider"),
                 model=changes.get("model"),
                 fallback_provider=chat.provider_name,
             )
             chat.provider_name, chat.model_name = selection.provider, selection.model
+        if "routing" in changes:
+            options = changes["routing"]  # a dict: the route dumped the request body
+            chat.routing = (
+                RoutingOptions.model_validate(options).as_json() if options is not None else None
+            )
         if "title" in changes and changes["title"] is not None:
             chat.title = changes["title"]
         if "system_prompt_id" in changes:

@@ -14,12 +14,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.chats.selection import resolve_selection
 from shared.chats.service import chat_service
 from shared.chats.views import MessageView, message_views
 from shared.errors import AppError, BadRequest, Conflict, NotFound, ServiceUnavailable
 from shared.models import Message, ReplyStatus, User
 from shared.models.base import utcnow
+from shared.providers.directory import current_catalog
+from shared.routing.options import RoutingOptions
+from shared.routing.plan import plan_route
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,20 +57,25 @@ def request_fingerprint(
     model: str | None,
     temperature: float | None,
     max_tokens: int | None,
+    routing: RoutingOptions | None = None,
 ) -> str:
     """sha256 of the submitted body's fields, compared when an Idempotency-Key comes again.
 
     ASCII-escaped JSON, so any text (lone surrogates too) encodes, and equal bodies always
-    give equal bytes.
+    give equal bytes. `routing` only counts when given, so bodies without it keep the
+    fingerprints stored before it existed.
     """
+    fields: dict[str, object] = {
+        "message": text,
+        "provider": provider,
+        "model": model,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    if routing is not None:
+        fields["routing"] = routing.as_json()
     canonical = json.dumps(
-        {
-            "message": text,
-            "provider": provider,
-            "model": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        },
+        fields,
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -99,6 +106,7 @@ class SubmissionService:
         max_tokens: int | None,
         idempotency_key: str | None,
         enqueue: Enqueue,
+        routing: RoutingOptions | None = None,
     ) -> Submitted:
         """Commits before enqueueing, so a worker never looks for a row that is not there yet.
 
@@ -107,19 +115,25 @@ class SubmissionService:
         chat = chat_service.get(session, user, chat_id)
         fingerprint = None
         if idempotency_key is not None:
-            fingerprint = request_fingerprint(text, provider, model, temperature, max_tokens)
+            fingerprint = request_fingerprint(
+                text, provider, model, temperature, max_tokens, routing
+            )
             previous = self._replay(session, chat_id, idempotency_key, fingerprint, enqueue)
             if previous is not None:
                 return previous
         if len(text) > settings.MAX_MESSAGE_CHARS:
             raise BadRequest(f"Message exceeds {settings.MAX_MESSAGE_CHARS} characters")
-        selection = resolve_selection(
+        chat_options = RoutingOptions.from_json(chat.routing)
+        plan = plan_route(
             settings,
+            current_catalog(settings),
             provider=provider,
             model=model,
-            fallback_provider=chat.provider_name,
-            fallback_model=chat.model_name,
+            chat_provider=chat.provider_name,
+            chat_model=chat.model_name,
+            options=routing.over(chat_options) if routing is not None else chat_options,
         )
+        target = plan.first
         # Ids and times set here so both rows go out in one INSERT; the reply sorts after
         # the message it answers.
         now = utcnow()
@@ -141,8 +155,10 @@ class SubmissionService:
             role="assistant",
             content="",
             status=ReplyStatus.queued,
-            provider_name=selection.provider,
-            model_name=selection.model,
+            provider_name=target.provider,
+            model_name=target.model,
+            # Only a route with somewhere to go next, or a reason, is worth a row's bytes.
+            routing=plan.as_json() if len(plan.chain) > 1 or plan.why or plan.cache else None,
             temperature=temperature,
             max_tokens=max_tokens,
             reply_to_id=user_message.id,
@@ -167,9 +183,9 @@ class SubmissionService:
                 raise
             return previous
 
-        self._send(session, reply.id, selection.provider, enqueue)
+        self._send(session, reply.id, target.provider, enqueue)
         return Submitted(
-            user_message.id, reply.id, ReplyStatus.queued, selection.provider, selection.model
+            user_message.id, reply.id, ReplyStatus.queued, target.provider, target.model
         )
 
     def _send(self, session: Session, reply_id: uuid.UUID, provider: str, enqueue: Enqueue) -> None:

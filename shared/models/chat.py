@@ -3,6 +3,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -11,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -20,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.models.base import Base, Timestamps, UUIDPrimaryKey
+from shared.models.base import Base, JSONType, Timestamps, UUIDPrimaryKey
 
 
 class SystemPrompt(UUIDPrimaryKey, Timestamps, Base):
@@ -57,6 +59,13 @@ class Chat(UUIDPrimaryKey, Timestamps, Base):
     system_prompt_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("system_prompts.id", ondelete="SET NULL")
     )
+    # The chat's own routing options (shared.routing.options.RoutingOptions as JSON).
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The A/B experiment this chat was assigned to when it was created, and its arm.
+    experiment_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("experiments.id", ondelete="SET NULL")
+    )
+    experiment_arm: Mapped[str | None] = mapped_column(String(10))
 
 
 class ReplyStatus(enum.StrEnum):
@@ -108,3 +117,9 @@ class Message(UUIDPrimaryKey, Timestamps, Base):
     # sha256 of a user message's submitted body: the same Idempotency-Key with another body
     # is a client bug, answered 409 instead of the old reply.
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Replies: the route resolved at submit (shared.routing.plan.RoutePlan as JSON), and
+    # which of its targets runs now; provider_name/model_name always name that target.
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    route_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A user's thumbs up (1) or down (-1) on a reply.
+    rating: Mapped[int | None] = mapped_column(SmallInteger)

@@ -141,8 +141,9 @@ class ProviderUsage(Base):
             postgresql_using="brin",
             postgresql_with={"pages_per_range": 32},
         ),
-        # One usage row per reply, so a redelivered job can never bill twice.
-        UniqueConstraint("message_id", name="uq_provider_usage_message"),
+        # One usage row per attempt of a reply (a fallback is a new attempt), so a
+        # redelivered job can never bill an attempt twice.
+        UniqueConstraint("message_id", "route_step", name="uq_provider_usage_message_step"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -173,6 +174,11 @@ class ProviderUsage(Base):
     response_time_ms: Mapped[int | None] = mapped_column(Integer)
     time_to_first_token_ms: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str | None] = mapped_column(String(20))
+    # Which target of the reply's route this attempt ran (0: the first), and why it failed.
+    route_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    # Served from the response cache: no provider call, zero tokens and cost.
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )

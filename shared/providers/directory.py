@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from shared.db import get_sessionmaker, is_database_unavailable
 from shared.models.provider import ProviderCatalog, ProviderConfigRow, ProviderModel
+from shared.models.routing import Experiment, FallbackChain, PoolDeployment
 from shared.pricing import seed_price
 from shared.providers.catalog import configured_providers
 from shared.providers.snapshot import (
@@ -35,6 +36,7 @@ from shared.providers.snapshot import (
     build_catalog,
 )
 from shared.redis_client import sync_redis
+from shared.routing.targets import Deployment, ExperimentRecord, RoutingTables, Target
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -186,7 +188,36 @@ def read_tables(session: Session) -> TableState:
                 for m in sorted(row.models, key=lambda m: m.id)
             ),
         )
-    return TableState(stamp=stamp, providers=providers)
+    return TableState(stamp=stamp, providers=providers, routing=read_routing(session))
+
+
+def read_routing(session: Session) -> RoutingTables:
+    chains = {
+        Target(row.provider_name, row.model_name): tuple(Target.from_json(t) for t in row.targets)
+        for row in session.scalars(select(FallbackChain))
+    }
+    pools: dict[str, list[Deployment]] = {}
+    for d in session.scalars(
+        select(PoolDeployment).where(PoolDeployment.is_enabled).order_by(PoolDeployment.id)
+    ):
+        pools.setdefault(d.pool_name, []).append(
+            Deployment(Target(d.provider_name, d.model_name), d.weight)
+        )
+    experiments = tuple(
+        ExperimentRecord(
+            id=e.id,
+            name=e.name,
+            control=Target(e.control_provider, e.control_model),
+            variant=Target(e.variant_provider, e.variant_model),
+            variant_share=e.variant_share,
+        )
+        for e in session.scalars(
+            select(Experiment).where(Experiment.is_active).order_by(Experiment.id)
+        )
+    )
+    return RoutingTables(
+        chains=chains, pools={k: tuple(v) for k, v in pools.items()}, experiments=experiments
+    )
 
 
 def _plain(price: Decimal | None) -> Decimal | None:

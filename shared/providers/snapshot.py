@@ -28,6 +28,7 @@ from shared.providers.catalog import (
     loadable,
 )
 from shared.providers.keys import InvalidKeyToken, ProviderKeyBox, ProviderKeysUnavailable
+from shared.routing.targets import RoutingTables
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class TableState:
 
     stamp: Stamp
     providers: dict[str, ProviderRecord] = field(default_factory=dict)
+    routing: RoutingTables = field(default_factory=RoutingTables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,9 @@ class Catalog:
     stamp: Stamp | None
     # Why each provider with `enabled=False` is disabled.
     disabled: dict[str, Unavailable] = field(default_factory=dict)
+    # Each provider's model rows (context length, capabilities), by model name.
+    models: dict[str, dict[str, ModelRecord]] = field(default_factory=dict)
+    routing: RoutingTables = field(default_factory=RoutingTables)
 
     def price(self, provider: str, model: str) -> ModelPrice | None:
         """The price of `model` now; the shipped list for a model the catalog no longer has
@@ -179,6 +184,10 @@ def build_catalog(settings: Settings, state: TableState | None) -> Catalog:
         sources={name: sources[name] for name in configs},
         stamp=state.stamp if state is not None else None,
         disabled={name: disabled[name] for name in configs if not configs[name].enabled},
+        models={
+            name: {m.name: m for m in records[name].models} for name in configs if name in records
+        },
+        routing=state.routing if state is not None else RoutingTables(),
     )
 
 
