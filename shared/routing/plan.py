@@ -59,16 +59,22 @@ class RoutePlan:
         )
 
 
-@lru_cache
 def target_health(settings: Settings) -> TargetHealth:
-    return TargetHealth(
-        sync_redis(settings.REDIS_URL),
+    return _target_health(
+        settings.REDIS_URL,
         HealthPolicy(
             settings.TARGET_FAILURE_THRESHOLD,
             settings.TARGET_FAILURE_WINDOW_SECONDS,
             settings.TARGET_COOLDOWN_SECONDS,
         ),
     )
+
+
+# Cached on the values it is built from: Settings is unhashable, so caching on it raised a
+# TypeError on every call, which callers took for "Redis away" (no cooldown ever counted).
+@lru_cache
+def _target_health(redis_url: str, policy: HealthPolicy) -> TargetHealth:
+    return TargetHealth(sync_redis(redis_url), policy)
 
 
 def is_virtual(model: str | None) -> bool:
