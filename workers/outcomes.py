@@ -148,7 +148,9 @@ def store_spooled(reply_id: uuid.UUID, channel: TokenChannel, settings: Settings
     return True
 
 
-def _cost(target: StoredFor, usage: Usage | None) -> Decimal | None:
+def _cost(target: StoredFor, usage: Usage | None, cached: bool = False) -> Decimal | None:
+    if cached:
+        return Decimal(0)  # no provider call, whatever the model's price
     if usage is None:
         return None
     # Today's price: a price change applies to usage recorded after it.
@@ -223,7 +225,7 @@ def _store(target: StoredFor, outcome: Outcome) -> bool:
                 return False
             # The chat was deleted meanwhile: the provider was still paid, so keep the
             # usage row (the billing record), detached from the deleted messages.
-        cost = _cost(target, usage)
+        cost = _cost(target, usage, outcome.cached)
         conn.execute(
             insert(ProviderUsage).values(
                 user_id=target.user_id,
@@ -293,7 +295,7 @@ def _announce(
     if outcome.status is ReplyStatus.failed:
         event, data = "error", {"status": "failed", "error": outcome.error, "usage": usage}
     else:
-        cost = _cost(target, outcome.usage)
+        cost = _cost(target, outcome.usage, outcome.cached)
         event = "done"
         data = {
             "status": str(outcome.status),

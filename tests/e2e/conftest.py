@@ -38,6 +38,9 @@ STUB_MODELS = [
     "fault-hang",
     "fault-stall",
     "fault-stall+after=5",
+    "fault-malformed",
+    # The routing tests' fallback target: a short reply that is easy to tell apart.
+    "stub-model+tokens=8",
     # The browser tests' slow reply: 30 tokens 150 ms apart, time to see steps and reload.
     "stub-model+tokens=30+delay=150",
 ]

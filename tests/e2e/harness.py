@@ -159,7 +159,7 @@ class SSEResult:
     def text(self) -> str:
         parts: list[str] = []
         for event in self.events:
-            if event.event == "reset":
+            if event.event in ("reset", "restart"):
                 parts.clear()
             elif event.event == "token":
                 parts.append(event.data["delta"])
