@@ -90,6 +90,17 @@ REDELIVERIES = Counter(
     "delivered_again (a delivery with attempt > 1, after a worker died mid-job).",
     ["provider", "reason"],
 )
+FALLBACKS = Counter(
+    f"{PREFIX}_fallbacks",
+    "Replies moved from a failed target to the next of their route (docs/providers/routing.md), "
+    "by the provider that failed and the one tried next; restarted: tokens had been sent.",
+    ["from_provider", "to_provider", "restarted"],
+)
+CACHE_HITS = Counter(
+    f"{PREFIX}_response_cache_hits",
+    "Replies served from the response cache, by provider and model.",
+    ["provider", "model"],
+)
 HTTP_REQUESTS = Counter(
     f"{PREFIX}_http_requests",
     "API requests by method, route template and status code.",
@@ -145,6 +156,14 @@ def record_generation(
 
 def record_provider_error(provider: str, error: BaseException) -> None:
     PROVIDER_ERRORS.labels(provider, getattr(error, "kind", "provider_error")).inc()
+
+
+def record_fallback(from_provider: str, to_provider: str, restarted: bool) -> None:
+    FALLBACKS.labels(from_provider, to_provider, "true" if restarted else "false").inc()
+
+
+def record_cache_hit(provider: str, model: str) -> None:
+    CACHE_HITS.labels(provider, model).inc()
 
 
 def record_redelivery(provider: str, reason: str, count: int = 1) -> None:

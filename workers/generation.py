@@ -157,6 +157,7 @@ def run_generation(
     publisher = channel.publisher(claim.reply_id)
     key = _cache_key(claim) if claim.plan.cache else None
     if key is not None and (hit := _cached(key)) is not None:
+        metrics.record_cache_hit(claim.provider, claim.model)
         outcomes.finish(claim, _replay_cached(hit, publisher), channel, settings, publisher)
         return
     progress = Progress()
@@ -177,6 +178,10 @@ def run_generation(
         if outcome.next_step is None:
             outcome.error = fallback.exhausted(claim.plan, outcome.error)
     stored = outcomes.finish(claim, outcome, channel, settings, publisher)
+    if stored and outcome.next_step is not None:
+        metrics.record_fallback(
+            claim.provider, outcome.next_step.provider, outcome.next_step.restart
+        )
     if stored and key is not None and outcome.status is ReplyStatus.completed:
         _remember(key, outcome)
 
