@@ -81,6 +81,8 @@ def service_env(database: str, stub_urls: dict[str, str]) -> dict[str, str]:
         TASK_TIME_LIMIT="9",
         BROKER_VISIBILITY_TIMEOUT="10",
         SSE_HEARTBEAT_SECONDS="2",
+        # Short enough for the pool test to see a cooled-down target recover.
+        TARGET_COOLDOWN_SECONDS="3",
         # Admin-set provider keys can be stored (the admin page's tests set one).
         PROVIDER_KEYS_SECRET=Fernet.generate_key().decode(),
     )

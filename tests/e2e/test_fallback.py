@@ -12,11 +12,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import select
 
 from shared.db import session_scope
-from shared.models import Message, ProviderUsage
+from shared.models import Message, PoolDeployment, ProviderUsage
 from shared.providers.base import estimate_tokens
+from shared.providers.directory import bump_version, lock_catalog, provider_directory
+from shared.settings import get_settings
+from tests.conftest import TEST_REDIS_URL
 from tests.e2e.harness import Process, SSEResult, read_sse_within, start_worker, wait_until
 from tests.helpers import register_and_login
 from tests.stubs import reply_text
@@ -224,3 +228,54 @@ def test_a_stalled_stream_falls_back(http, stall_worker, fault, tokens_first):
     failed = reply["attempts"][0]
     assert failed["status"] == "failed" and "stalled" in failed["error"]
     wait_until(lambda: reply["status"] in FINAL, 5, stall_worker)
+
+
+def _set_pool(name: str, deployments: list[tuple[str, str, int]]) -> None:
+    """As the admin API writes it: under the catalog lock, then a change notice."""
+    settings = get_settings()
+    with session_scope() as session:
+        bump_version(session, lock_catalog(session))
+        for provider, model, weight in deployments:
+            session.add(
+                PoolDeployment(
+                    pool_name=name, provider_name=provider, model_name=model, weight=weight
+                )
+            )
+    provider_directory.publish_change(settings)
+
+
+def test_a_pool_cools_a_failing_deployment_down_and_tries_it_again_after(http, worker):
+    failing = ("openai", "fault-500")
+    _set_pool("balanced", [(*failing, 1000), (FALLBACK["provider"], FALLBACK["model"], 1)])
+    headers = register_and_login(http)
+
+    def pool_loaded() -> bool:
+        answer = http.post("/chats", json={"model": "pool:balanced"}, headers=headers)
+        return answer.status_code == 201
+
+    wait_until(pool_loaded, 15, worker, interval=0.2)
+    attempts: list[list[str]] = []
+    for _ in range(5):
+        _, reply_id = _send(http, "openai", "pool:balanced", [], headers=headers)
+        assert _stream(http, headers, reply_id).text == FALLBACK_TEXT
+        reply = http.get(f"/messages/{reply_id}", headers=headers).json()
+        assert reply["route"]["requested"] == "pool:balanced"
+        attempts.append([a["provider"] for a in reply["attempts"]])
+
+    # TARGET_FAILURE_THRESHOLD (3) failures cool the failing deployment down: the replies
+    # after them go straight to the healthy one.
+    assert sum(a.count("openai") for a in attempts) == 3
+    assert attempts[-1] == ["anthropic"]
+    cooldown = f"sb:health:{failing[0]}:{failing[1]}:cooldown"
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        assert client.exists(cooldown)
+        # Recovery: once the cooldown (TARGET_COOLDOWN_SECONDS, 3 s here) has passed, the
+        # heavy deployment is tried first again.
+        wait_until(lambda: not client.exists(cooldown), 10, worker, interval=0.2)
+    finally:
+        client.close()
+    _, reply_id = _send(http, "openai", "pool:balanced", [], headers=headers)
+    _stream(http, headers, reply_id)
+    reply = http.get(f"/messages/{reply_id}", headers=headers).json()
+    assert [a["provider"] for a in reply["attempts"]] == ["openai", "anthropic"]
