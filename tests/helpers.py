@@ -112,6 +112,13 @@ def empty_tables() -> None:
     from shared.db import get_engine
     from shared.models import Base
 
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    # provider_catalog first: TRUNCATE locks tables in the order given, and the API and worker
+    # processes read the catalog row before the other provider and routing tables (one
+    # transaction, shared/providers/directory.py). Taking it first, a reload either finishes
+    # before the truncate or waits for it; in another order each holds what the other wants.
+    names = sorted(
+        (t.name for t in Base.metadata.sorted_tables), key=lambda n: n != "provider_catalog"
+    )
+    tables = ", ".join(names)
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, null, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -17,7 +17,7 @@ from shared.models import Chat, Message, ReplyStatus, SystemPrompt, User
 from shared.providers.directory import current_catalog
 from shared.routing.experiments import assign
 from shared.routing.options import RoutingOptions
-from shared.routing.plan import check_virtual, is_virtual
+from shared.routing.plan import check_virtual, is_virtual, user_fallbacks
 from shared.routing.targets import Target
 from shared.settings import Settings
 
@@ -85,13 +85,15 @@ class ChatService:
         routing: RoutingOptions | None = None,
     ) -> Chat:
         selection = chat_selection(settings, provider=provider, model=model)
+        user_fallbacks(current_catalog(settings), routing)  # refused now, not at each message
         if system_prompt_id is not None:
             system_prompt_service.get(session, user, system_prompt_id)
         chat = Chat(
             id=uuid.uuid4(),
             user_id=user.id,
             title=title or "New chat",
-            provider_name=selection.provider,
+            # null(), not None: None would let the column's default provider in.
+            provider_name=selection.provider if selection.provider is not None else null(),
             model_name=selection.model,
             system_prompt_id=system_prompt_id,
             routing=routing.as_json() if routing is not None else None,
@@ -146,10 +148,10 @@ class ChatService:
             )
             chat.provider_name, chat.model_name = selection.provider, selection.model
         if "routing" in changes:
-            options = changes["routing"]  # a dict: the route dumped the request body
-            chat.routing = (
-                RoutingOptions.model_validate(options).as_json() if options is not None else None
-            )
+            raw = changes["routing"]  # a dict: the route dumped the request body
+            options = RoutingOptions.model_validate(raw) if raw is not None else None
+            user_fallbacks(current_catalog(settings), options)
+            chat.routing = options.as_json() if options is not None else None
         if "title" in changes and changes["title"] is not None:
             chat.title = changes["title"]
         if "system_prompt_id" in changes:

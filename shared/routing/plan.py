@@ -97,6 +97,17 @@ def check_virtual(catalog: Catalog, model: str) -> None:
             )
 
 
+def user_fallbacks(catalog: Catalog, options: RoutingOptions | None) -> list[Target]:
+    """The fallbacks a user named, each an enabled provider and model (else 422)."""
+    if options is None or options.fallbacks is None:
+        return []
+    targets = [Target(t.provider, t.model) for t in options.fallbacks]
+    for target in targets:
+        if not usable(catalog, target):
+            raise InvalidSelection(f"Fallback {target} is not an enabled provider and model")
+    return targets
+
+
 def _factors(settings: Settings, targets: Sequence[Target]) -> dict[Target, float]:
     try:
         return target_health(settings).factors(targets)
@@ -138,10 +149,7 @@ def plan_route(
     )
     first = Target(selection.provider, selection.model)
     if options.fallbacks is not None:
-        fallbacks = [Target(t.provider, t.model) for t in options.fallbacks]
-        for target in fallbacks:
-            if not usable(catalog, target):
-                raise InvalidSelection(f"Fallback {target} is not an enabled provider and model")
+        fallbacks = user_fallbacks(catalog, options)
     else:
         # An admin's chain may name a target disabled since: it is passed over.
         fallbacks = [t for t in catalog.routing.chains.get(first, ()) if usable(catalog, t)]
@@ -166,7 +174,9 @@ def _pool(settings: Settings, catalog: Catalog, wanted: str, options: RoutingOpt
         why = f"{wanted}: {order[0]} picked by weight among {healthy} healthy deployments"
     else:
         why = f"{wanted}: every deployment is cooling down; trying {order[0]} anyway"
-    return RoutePlan(tuple(order), requested=wanted, why=why, cache=bool(options.cache))
+    # A user's own fallbacks come after the whole pool.
+    chain = tuple(dict.fromkeys([*order, *user_fallbacks(catalog, options)]))
+    return RoutePlan(chain, requested=wanted, why=why, cache=bool(options.cache))
 
 
 def _cheapest(settings: Settings, catalog: Catalog, options: RoutingOptions) -> RoutePlan:
@@ -183,4 +193,5 @@ def _cheapest(settings: Settings, catalog: Catalog, options: RoutingOptions) -> 
     chain, _ = _healthy_first(settings, [c.target for c in found[: cost.CANDIDATES_KEPT]])
     chosen = next(c for c in found if c.target == chain[0])
     why = cost.explain(chosen, len(found), capabilities, options.min_context_tokens)
+    chain = list(dict.fromkeys([*chain, *user_fallbacks(catalog, options)]))
     return RoutePlan(tuple(chain), requested=AUTO_CHEAPEST, why=why, cache=bool(options.cache))

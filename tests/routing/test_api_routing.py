@@ -176,11 +176,6 @@ def test_a_chat_on_an_existing_pool_is_accepted_and_an_unknown_pool_refused(
     assert "picked by weight" in reply["route"]["why"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chats.provider_name has default/server_default 'ollama': SQLAlchemy leaves a None "
-    "out of the INSERT, so a pool chat is stored with provider 'ollama' (ChatService.create)",
-)
 def test_a_chat_on_a_pool_names_no_provider(client, routing_rows) -> None:
     routing_rows(PoolDeployment(pool_name="fast", provider_name="openai", model_name="gpt-4"))
     headers = register_and_login(client)
@@ -246,11 +241,6 @@ def test_a_models_chain_is_on_the_reply(client, routing_rows) -> None:
     assert [t["model"] for t in reply["route"]["chain"]] == ["echo-1", "echo-2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ChatService.create/update store routing options unchecked: a chat whose "
-    "fallbacks name nothing usable is created, and then every message to it is a 422",
-)
 def test_a_chat_with_an_unknown_fallback_is_refused(client) -> None:
     headers = register_and_login(client)
     created = client.post(
