@@ -32,11 +32,11 @@ from shared.providers.base import (
 from shared.providers.errors import ProviderError
 from shared.providers.manager import provider_manager
 from shared.redis_client import sync_redis
-from shared.routing.cache import CachedReply, ResponseCache, cache_key
+from shared.routing.cache import cache_key
 from shared.routing.plan import RoutePlan, target_health
 from shared.routing.targets import Target
 from shared.settings import Settings, get_settings
-from workers import fallback, outcomes
+from workers import cached_replies, fallback, outcomes
 from workers.outcomes import Outcome, StoredFor
 from workers.prompt import HistoryRow, build_prompt
 from workers.watchdog import CANCELLED, STALLED, GenerationInterrupted, Watchdog
@@ -113,12 +113,6 @@ def watchdog() -> Watchdog:
     return Watchdog(sync_redis(settings.REDIS_URL), settings.CANCEL_CHECK_INTERVAL_SECONDS)
 
 
-@lru_cache
-def response_cache() -> ResponseCache:
-    settings = get_settings()
-    return ResponseCache(sync_redis(settings.REDIS_URL), settings.RESPONSE_CACHE_TTL_SECONDS)
-
-
 def run_generation(
     reply_id: uuid.UUID,
     settings: Settings | None = None,
@@ -155,11 +149,16 @@ def run_generation(
         outcomes.safe(channel.restart, claim.reply_id, "the job was delivered again; restarting")
 
     publisher = channel.publisher(claim.reply_id)
-    key = _cache_key(claim) if claim.plan.cache else None
-    if key is not None and (hit := _cached(key)) is not None:
-        metrics.record_cache_hit(claim.provider, claim.model)
-        outcomes.finish(claim, _replay_cached(hit, publisher), channel, settings, publisher)
-        return
+    key = None
+    if claim.plan.cache:
+        key = cache_key(
+            claim.provider, claim.model, claim.messages, claim.temperature, claim.max_tokens
+        )
+        if (hit := cached_replies.lookup(key)) is not None:
+            metrics.record_cache_hit(claim.provider, claim.model)
+            replayed = cached_replies.replay(hit, publisher)
+            outcomes.finish(claim, replayed, channel, settings, publisher)
+            return
     progress = Progress()
     try:
         with metrics.in_flight(claim.provider).track_inprogress():
@@ -183,56 +182,7 @@ def run_generation(
             claim.provider, outcome.next_step.provider, outcome.next_step.restart
         )
     if stored and key is not None and outcome.status is ReplyStatus.completed:
-        _remember(key, outcome)
-
-
-def _cache_key(claim: Claim) -> str:
-    return cache_key(
-        claim.provider, claim.model, claim.messages, claim.temperature, claim.max_tokens
-    )
-
-
-def _cached(key: str) -> CachedReply | None:
-    try:
-        return response_cache().get(key)
-    except Exception as exc:  # no cache is a miss, never a failed reply
-        log.warning("response cache unavailable: %s", type(exc).__name__)
-        return None
-
-
-def _remember(key: str, outcome: Outcome) -> None:
-    usage = outcome.usage
-    reply = CachedReply(
-        outcome.text,
-        outcome.finish_reason,
-        usage.prompt_tokens if usage else 0,
-        usage.completion_tokens if usage else 0,
-    )
-    try:
-        response_cache().put(key, reply)
-    except Exception as exc:
-        log.warning("response cache unavailable: %s", type(exc).__name__)
-
-
-# Readers see a cached reply arrive in token events like a live one, this many
-# characters at a time (the flusher merges them as it does a provider's).
-CACHED_PIECE_CHARS = 16
-
-
-def _replay_cached(hit: CachedReply, publisher: ReplyPublisher) -> Outcome:
-    started = time.monotonic()
-    for i in range(0, len(hit.text), CACHED_PIECE_CHARS):
-        publisher.token(hit.text[i : i + CACHED_PIECE_CHARS])
-    elapsed = int((time.monotonic() - started) * 1000)
-    return Outcome(
-        ReplyStatus.completed,
-        hit.text,
-        Usage(0, 0),  # no provider call: nothing billed
-        finish_reason=hit.finish_reason,
-        ttft_ms=0 if hit.text else None,
-        elapsed_ms=elapsed,
-        cached=True,
-    )
+        cached_replies.remember(key, outcome)
 
 
 def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> Claim | None:
