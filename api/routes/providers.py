@@ -9,11 +9,18 @@ from fastapi.responses import Response
 from api.deps import AuthDep, current_user
 from api.routes.admin.common import CSV_CONTENT, AnalyticsParamsDep, analytics_answer
 from api.schemas.admin import UsageAnalyticsReport
-from api.schemas.providers import ModelInfo, ProviderInfo, UsageReport, UsageRow
+from api.schemas.providers import (
+    ModelInfo,
+    ProviderInfo,
+    UsageReport,
+    UsageRow,
+    VirtualModelInfo,
+)
 from api.schemas.responses import AUTHENTICATED, not_found
 from shared.errors import NotFound
 from shared.providers.availability import provider_availability
 from shared.providers.directory import current_catalog
+from shared.routing.virtual import virtual_models
 from shared.usage.service import usage_service
 
 router = APIRouter(tags=["providers"], responses=AUTHENTICATED)
@@ -36,6 +43,18 @@ async def list_providers(auth: AuthDep) -> list[ProviderInfo]:
             unavailable_reason=provider_availability(catalog, name).reason,
         )
         for name, config in catalog.configs.items()
+    ]
+
+
+@router.get("/routes", response_model=list[VirtualModelInfo])
+async def list_routes(auth: AuthDep) -> list[VirtualModelInfo]:
+    """The virtual models this deployment offers: its pools, and `auto:cheapest` when some
+    enabled model has a price (docs/providers/routing.md)."""
+    await auth.run(current_user)
+    catalog = current_catalog(auth.settings)
+    return [
+        VirtualModelInfo(model=v.model, kind=v.kind, description=v.description, targets=v.targets)
+        for v in virtual_models(catalog, auth.settings.DEFAULT_CONTEXT_TOKENS)
     ]
 
 

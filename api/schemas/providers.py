@@ -24,6 +24,13 @@ class ProviderInfo(BaseModel):
     )
 
 
+class VirtualModelInfo(BaseModel):
+    model: str = Field(description="What to send as `model`: `pool:<name>` or `auto:cheapest`")
+    kind: str = Field(description="`pool` (weighted deployments) or `cost` (cheapest that fits)")
+    description: str
+    targets: int = Field(description="How many enabled provider/model targets it routes to now")
+
+
 class ModelInfo(BaseModel):
     id: str
     is_default: bool

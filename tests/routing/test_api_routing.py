@@ -250,3 +250,20 @@ def test_a_chat_with_an_unknown_fallback_is_refused(client) -> None:
     )
     assert created.status_code == 422
     assert _count(Chat) == 0
+
+
+def test_routes_lists_the_pools_and_auto_cheapest(client, routing_rows) -> None:
+    routing_rows(
+        PoolDeployment(pool_name="fast", provider_name="openai", model_name="gpt-4", weight=2),
+        PoolDeployment(pool_name="fast", provider_name="anthropic", model_name="stub-model"),
+        # A pool whose only deployment names a model nobody offers routes nowhere: unlisted.
+        PoolDeployment(pool_name="gone", provider_name="openai", model_name="no-such-model"),
+    )
+    headers = register_and_login(client)
+    routes = client.get("/routes", headers=headers)
+    assert routes.status_code == 200
+    by_model = {r["model"]: r for r in routes.json()}
+    assert set(by_model) == {"pool:fast", "auto:cheapest"}
+    assert (by_model["pool:fast"]["kind"], by_model["pool:fast"]["targets"]) == ("pool", 2)
+    assert by_model["auto:cheapest"]["kind"] == "cost"
+    assert client.get("/routes").status_code == 401
