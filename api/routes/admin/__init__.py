@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes.admin import providers, queues, usage, users
+from api.routes.admin import providers, queues, routing, usage, users
 from api.routes.admin.common import FORBIDDEN
 from api.schemas.responses import AUTHENTICATED
 
@@ -13,5 +13,6 @@ router.include_router(users.router)
 router.include_router(usage.router)
 router.include_router(providers.router)
 router.include_router(queues.router)
+router.include_router(routing.router)
 
 __all__ = ["router"]
