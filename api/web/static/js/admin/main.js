@@ -6,9 +6,10 @@ import { $ } from "../dom.js";
 import * as analytics from "./analytics.js";
 import * as providers from "./providers.js";
 import * as queues from "./queues.js";
+import * as routing from "./routing.js";
 import * as users from "./users.js";
 
-const TABS = { providers, analytics, queues, users };
+const TABS = { providers, routing, analytics, queues, users };
 let current = null;
 
 function deny() {
