@@ -422,6 +422,8 @@ def test_a_key_is_in_no_answer_no_log_and_not_in_clear_in_the_database(
     for method, template, _ in admin_routes():
         if method == "GET" or template.endswith("/test"):
             path = template.replace("{name}", "vllm").replace("{user_id}", "x")
+            if "{" in path:  # a route of another resource (an experiment's results)
+                continue
             answer = client.request(method, path, headers=admin)
             assert answer.status_code == 200, (path, answer.text)
             bodies.append(answer.text)

@@ -44,18 +44,28 @@ def add_usage(email: str, rows: list[tuple[int, int, str | None]]) -> None:
             )
 
 
+ECHO_TARGET = {"provider": "echo", "model": "echo-1"}
 # A value for each path parameter an admin route may have; a new parameter fails the test
 # until it is given one here, so no admin route escapes it.
 PATH_VALUES = {
     "{user_id}": str(uuid.uuid4()),
     "{name}": "openai",
     "{model}": "meta-llama/Llama-3-8B",
+    "{provider}": "openai",
+    "{experiment_id}": "1",
 }
 # A valid body for each admin route whose body has required fields (others get `{}`): an
 # invalid one would be answered 422 before the admin check could answer 403.
 REQUEST_BODIES = {
     ("POST", "/admin/providers"): {"provider_name": "gate", "adapter": "echo"},
     ("POST", "/admin/providers/{name}/models"): {"model_name": "gate-model"},
+    ("PUT", "/admin/routing/chains/{provider}/{model}"): {"targets": [ECHO_TARGET]},
+    ("PUT", "/admin/routing/pools/{name}"): {"deployments": [ECHO_TARGET]},
+    ("POST", "/admin/routing/experiments"): {
+        "name": "gate",
+        "control": ECHO_TARGET,
+        "variant": {"provider": "echo", "model": "echo-2"},
+    },
 }
 
 
