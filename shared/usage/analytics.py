@@ -140,8 +140,15 @@ def build_query(
     limit: int | None = None,
 ) -> UsageQuery:
     """The checked query: `to` defaults to now, `from` to 30 days before `to` (UTC)."""
-    end_at = _utc(end) if end is not None else (now or dt.datetime.now(dt.UTC))
-    start_at = _utc(start) if start is not None else end_at - default_range
+    try:
+        end_at = _utc(end) if end is not None else (now or dt.datetime.now(dt.UTC))
+        start_at = _utc(start) if start is not None else end_at - default_range
+    except OverflowError:
+        # 0001-01-01 with a positive offset, or 9999-12-31 with a negative one, is not a
+        # time in UTC (nor is a default start before year 1).
+        raise InvalidAnalyticsQuery(
+            "'from' and 'to' must be times within years 1 to 9999 in UTC"
+        ) from None
     if start_at >= end_at:
         raise InvalidAnalyticsQuery("'from' must be before 'to'")
     if end_at - start_at > MAX_RANGE:

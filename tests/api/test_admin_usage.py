@@ -163,6 +163,10 @@ def test_bad_queries_are_422(client):
         "status=running",
         "user_id=nope",
         "from=yesterday",
+        # Outside years 1..9999 once in UTC.
+        "from=0001-01-01T00:00:00%2B05:00",
+        "to=9999-12-31T23:59:59-05:00",
+        "to=0001-01-02T00:00:00Z",
     ):
         answer = client.get(f"/admin/usage?{params}", headers=headers)
         assert answer.status_code == 422, (params, answer.text)
