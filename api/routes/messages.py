@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AuthDep, run_in_session
 from api.schemas.common import ErrorOut
-from api.schemas.messages import ChatRequest, MessageRead, SubmitAccepted
+from api.schemas.messages import ChatRequest, MessageRead, RatingIn, SubmitAccepted
 from api.schemas.responses import AUTHENTICATED, BODY_ERRORS, conflict, not_found
 from shared.channel import (
     TERMINAL_EVENTS,
@@ -33,6 +33,7 @@ from shared.channel import (
     request_stop,
     text_so_far,
 )
+from shared.chats.ratings import rating_service
 from shared.chats.submission import MessageNotFound, Submitted, submission_service
 from shared.chats.views import MessageView, message_views
 from shared.db import DatabaseUnavailable, is_database_unavailable
@@ -254,6 +255,18 @@ async def cancel_message(message_id: uuid.UUID, request: Request, auth: AuthDep)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("could not publish the cancel of %s: %s", result.id, type(exc).__name__)
     return result
+
+
+@router.put(
+    "/messages/{message_id}/rating",
+    response_model=MessageRead,
+    responses=BODY_ERRORS
+    | MESSAGE_NOT_FOUND
+    | conflict("This is a user message: only assistant replies are rated"),
+)
+async def rate_message(message_id: uuid.UUID, body: RatingIn, auth: AuthDep) -> MessageRead:
+    """The caller's thumbs up (1) or down (-1) on a reply; null clears it."""
+    return _read(await auth.run(rating_service.rate, message_id, body.rating))
 
 
 @router.get(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -100,6 +100,16 @@ class ChatRequest(StrictModel):
     max_tokens: Annotated[int, Field(ge=1, le=200_000), JSON_INTEGER] | None = None
     routing: RoutingOptions | None = Field(
         default=None, description="Overrides the chat's routing options, field by field"
+    )
+
+
+class RatingIn(StrictModel):
+    """A thumbs up (1) or down (-1) on a reply; null clears it."""
+
+    # Required, so an empty body is a 422 and not a silent clear; JSON_INTEGER so `true` is
+    # refused rather than taken for 1.
+    rating: Annotated[Literal[1, -1], JSON_INTEGER] | None = Field(
+        description="1, -1, or null to clear the rating"
     )
 
 

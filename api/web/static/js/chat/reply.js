@@ -9,6 +9,8 @@ import { el } from "../dom.js";
 import { formatCost, formatMs, formatTokens } from "../format.js";
 import { loadMarkdown, markdownLoaded, renderMarkdown } from "../markdown.js";
 import { readReplyStream } from "../sse.js";
+import { attemptsDisclosure, restartNote, storedRestartNotes } from "./attempts.js";
+import { RatingButtons } from "./rating.js";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 const RECONNECT_MS = [250, 500, 1000, 2000, 5000];
@@ -23,10 +25,13 @@ export class ReplyView {
     this.controller = null;
     this.renderQueued = false;
     this.stopped = false;
+    this.restarted = false; // a live `restart` event left its note
     this.body = el("div", { class: "message-body" });
     this.notes = el("div", { class: "message-notes" });
     this.meta = el("div", { class: "message-meta" });
     this.errorLine = el("div", { class: "message-error", hidden: true });
+    this.route = el("div", { class: "message-route" });
+    this.ratingButtons = new RatingButtons(message.id, message.rating);
     this.retry = el("button", { type: "button", class: "retry-button link", hidden: true, onclick: () => this.onRetry(this) }, "Retry");
     this.node = el(
       "article",
@@ -35,7 +40,8 @@ export class ReplyView {
       this.body,
       this.errorLine,
       this.meta,
-      this.retry,
+      this.route,
+      el("div", { class: "message-actions" }, this.ratingButtons.node, this.retry),
     );
     this.show(message);
   }
@@ -64,6 +70,9 @@ export class ReplyView {
       this.body.classList.add("cursor");
     }
     this.renderMeta();
+    this.renderRoute();
+    this.ratingButtons.set(message.rating);
+    this.ratingButtons.node.hidden = !this.isFinal;
     this.errorLine.textContent = message.error ?? "";
     this.errorLine.hidden = !(message.status === "failed" && message.error);
     this.retry.hidden = message.status !== "failed";
@@ -75,6 +84,7 @@ export class ReplyView {
       ["message-status", message.status],
       ["meta-provider", message.provider],
       ["meta-model", message.model],
+      ["meta-cached badge", message.cached ? "cached" : null],
       ["meta-tokens", formatTokens(message.usage)],
       ["meta-cost", this.isFinal && message.usage ? formatCost(message.cost) : null],
       ["meta-ttft", message.time_to_first_token_ms != null ? `first token ${formatMs(message.time_to_first_token_ms)}` : null],
@@ -83,6 +93,15 @@ export class ReplyView {
     this.meta.replaceChildren(
       ...parts.filter(([, text]) => text).map(([name, text]) => el("span", { class: name }, text)),
     );
+  }
+
+  // The attempts (kept open across re-renders), and the restart notes of a stored reply.
+  renderRoute() {
+    const wasOpen = this.route.querySelector("details")?.open ?? false;
+    const details = attemptsDisclosure(this.message);
+    if (details) details.open = wasOpen;
+    this.route.replaceChildren(...(details ? [details] : []));
+    if (this.isFinal && !this.restarted) this.notes.replaceChildren(...storedRestartNotes(this.message));
   }
 
   renderText() {
@@ -125,6 +144,8 @@ export class ReplyView {
           // The id we resume after was refused: start over from the first event.
           this.lastEventId = null;
           this.text = "";
+          this.notes.replaceChildren();
+          this.restarted = false;
         }
         if (!controller.signal.aborted) failures += 1;
       }
@@ -157,8 +178,8 @@ export class ReplyView {
     } else if (type === "reset" || type === "restart") {
       this.text = "";
       if (type === "restart") {
-        const where = [data.provider, data.model].filter(Boolean).join(" / ");
-        this.notes.append(el("p", { class: "restart-note" }, `Restarted on ${where || "another provider"}: ${data.reason ?? ""}`));
+        this.restarted = true;
+        this.notes.append(restartNote(data));
       }
       this.scheduleRender();
     } else if (type === "done" || type === "error") {
