@@ -230,7 +230,7 @@ def test_a_stalled_stream_falls_back(http, stall_worker, fault, tokens_first):
     wait_until(lambda: reply["status"] in FINAL, 5, stall_worker)
 
 
-def _set_pool(name: str, deployments: list[tuple[str, str, int]]) -> None:
+def set_pool(name: str, deployments: list[tuple[str, str, int]]) -> None:
     """As the admin API writes it: under the catalog lock, then a change notice."""
     settings = get_settings()
     with session_scope() as session:
@@ -246,7 +246,7 @@ def _set_pool(name: str, deployments: list[tuple[str, str, int]]) -> None:
 
 def test_a_pool_cools_a_failing_deployment_down_and_tries_it_again_after(http, worker):
     failing = ("openai", "fault-500")
-    _set_pool("balanced", [(*failing, 1000), (FALLBACK["provider"], FALLBACK["model"], 1)])
+    set_pool("balanced", [(*failing, 1000), (FALLBACK["provider"], FALLBACK["model"], 1)])
     headers = register_and_login(http)
 
     def pool_loaded() -> bool:

@@ -12,6 +12,8 @@ import httpx
 from playwright.sync_api import Locator, Page, expect
 
 from tests.e2e.browser import WebUser, log_in_page
+from tests.e2e.harness import wait_until
+from tests.e2e.test_fallback import set_pool
 from tests.e2e.test_web_chat import body_text, send, stored, wait_until_ready
 from tests.stubs import reply_text
 
@@ -20,6 +22,7 @@ FAULTING = {"provider": "openai", "model": "fault-cut"}  # 3 tokens, then the co
 FALLBACK = {"provider": "anthropic", "model": "stub-model+tokens=30+delay=150"}
 FALLBACK_TEXT = reply_text(30)
 CACHED_MODEL = {"provider": "openai", "model": "stub-model+tokens=8"}
+ROUTES = "routes"  # the pickers' pseudo provider for GET /routes (js/chat/providers.js)
 # Long enough for the cut stream, its retries and the 30 slow tokens of the fallback.
 REPLY_TIMEOUT_MS = 30_000
 
@@ -178,3 +181,31 @@ def test_a_cache_hit_shows_its_badge_and_its_one_attempt(
     expect(item.locator(".attempt-cost")).to_have_text("$0")
     assert attempt["cached"] is True
     expect(hit.locator(".restart-note")).to_have_count(0)
+
+
+def test_a_pool_picked_on_the_page_routes_the_chat(
+    page: Page, api_url: str, http: httpx.Client, web_user: WebUser
+) -> None:
+    set_pool("page-pool", [(CACHED_MODEL["provider"], CACHED_MODEL["model"], 1)])
+
+    def listed() -> bool:
+        routes = http.get("/routes", headers=bearer(web_user)).json()
+        return any(route["model"] == "pool:page-pool" for route in routes)
+
+    wait_until(listed, 15, interval=0.2)
+    log_in_page(page, api_url, web_user.email, web_user.password)
+    page.select_option("#provider-select", ROUTES)
+    page.select_option("#model-select", "pool:page-pool")
+    reply = send(page, "Which deployment answers?")
+    finished(reply)
+    row = stored(http, web_user, reply)
+    assert row["route"]["requested"] == "pool:page-pool"
+    assert (row["provider"], row["model"]) == (CACHED_MODEL["provider"], CACHED_MODEL["model"])
+    assert body_text(reply) == row["content"] == reply_text(8)
+    chat = http.get(f"/chats/{row['chat_id']}", headers=bearer(web_user)).json()
+    assert (chat["provider_name"], chat["model_name"]) == (None, "pool:page-pool")
+
+    # Reopened, the chat shows its route in the pickers.
+    open_chat(page, str(row["chat_id"]))
+    expect(page.locator("#provider-select")).to_have_value(ROUTES)
+    expect(page.locator("#model-select")).to_have_value("pool:page-pool")

@@ -4,7 +4,7 @@ import { api, currentUser, logIn, logOut, register, token } from "./api.js";
 import { $, el, showError } from "./dom.js";
 import { ChatList } from "./chat/chat-list.js";
 import { loadMarkdown } from "./markdown.js";
-import { ProviderCatalog, ProviderPicker } from "./chat/providers.js";
+import { ProviderCatalog, ProviderPicker, ROUTES } from "./chat/providers.js";
 import { ReplyView } from "./chat/reply.js";
 import { SystemPrompts } from "./chat/prompts.js";
 
@@ -130,10 +130,7 @@ function messageBody(text) {
   const body = { message: text };
   // This message's own provider and model, else the chat's (the server applies the chat's
   // stored choice when a field is absent).
-  const provider = messagePicker.provider || chatPicker.provider;
-  const model = messagePicker.provider ? messagePicker.model : chatPicker.model;
-  if (provider) body.provider = provider;
-  if (provider && model) body.model = model;
+  Object.assign(body, messagePicker.provider ? messagePicker.selection : chatPicker.selection);
   const temperature = $("#temperature").value;
   const maxTokens = $("#max-tokens").value;
   if (temperature !== "") body.temperature = Number(temperature);
@@ -144,8 +141,7 @@ function messageBody(text) {
 async function ensureChat(text) {
   if (currentChat) return currentChat;
   const body = { title: text.split("\n")[0].slice(0, TITLE_CHARS) || "New chat" };
-  if (chatPicker.provider) body.provider = chatPicker.provider;
-  if (chatPicker.provider && chatPicker.model) body.model = chatPicker.model;
+  Object.assign(body, chatPicker.selection);
   if (prompts.select.value) body.system_prompt_id = prompts.select.value;
   const chat = await api("/chats", { method: "POST", body });
   currentChat = chat;
@@ -299,12 +295,14 @@ function wire() {
   $("#manage-prompts").addEventListener("click", () => prompts.open());
   $("#prompts-dialog").addEventListener("close", () => prompts.render(currentChat?.system_prompt_id ?? prompts.select.value));
 
-  $("#provider-select").addEventListener("change", () =>
-    saveChatSettings({ provider: chatPicker.provider || null, model: null }),
-  );
-  $("#model-select").addEventListener("change", () =>
-    saveChatSettings({ provider: chatPicker.provider || null, model: chatPicker.model || null }),
-  );
+  // A route is saved once one is picked: the chat's model is then the route's name.
+  $("#provider-select").addEventListener("change", () => {
+    if (chatPicker.provider !== ROUTES) saveChatSettings({ provider: chatPicker.provider || null, model: null });
+  });
+  $("#model-select").addEventListener("change", () => {
+    const { provider = null, model = null } = chatPicker.selection;
+    if (chatPicker.provider !== ROUTES || model) saveChatSettings({ provider, model });
+  });
   $("#system-prompt-select").addEventListener("change", () =>
     saveChatSettings({ system_prompt_id: prompts.select.value || null }),
   );

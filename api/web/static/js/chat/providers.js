@@ -5,10 +5,14 @@ import { api } from "../api.js";
 import { fillSelect } from "../dom.js";
 
 const REFRESH_MS = 15000;
+// The picker's pseudo provider for the virtual models of GET /routes (pool:<name>,
+// auto:cheapest): they are asked for by model alone, and the route picks the provider.
+export const ROUTES = "routes";
 
 export class ProviderCatalog {
   constructor() {
     this.providers = [];
+    this.routes = [];
     this.listeners = [];
     this.loading = null;
   }
@@ -19,10 +23,11 @@ export class ProviderCatalog {
 
   async refresh() {
     // One request at a time: focus events can come in bursts.
-    this.loading ??= api("/providers")
-      .then((providers) => {
-        const changed = JSON.stringify(providers) !== JSON.stringify(this.providers);
+    this.loading ??= Promise.all([api("/providers"), api("/routes")])
+      .then(([providers, routes]) => {
+        const changed = JSON.stringify([providers, routes]) !== JSON.stringify([this.providers, this.routes]);
         this.providers = providers;
+        this.routes = routes;
         if (changed) for (const listener of this.listeners) listener();
       })
       .finally(() => {
@@ -57,10 +62,17 @@ export class ProviderCatalog {
           title: reason ?? undefined,
         };
       }),
+      ...(this.routes.length ? [{ value: ROUTES, label: "Routing (pools, cheapest)" }] : []),
     ];
   }
 
   modelOptions(providerName, defaultLabel) {
+    if (providerName === ROUTES) {
+      return [
+        { value: "", label: "Pick a route" },
+        ...this.routes.map((route) => ({ value: route.model, label: route.model, title: route.description })),
+      ];
+    }
     const provider = this.get(providerName);
     const models = provider ? provider.models : [];
     const label = provider?.default_model ? `${defaultLabel} (${provider.default_model})` : defaultLabel;
@@ -90,6 +102,13 @@ export class ProviderPicker {
     return this.modelSelect.value;
   }
 
+  // What a request body carries for this choice: a route is asked for by its model alone.
+  get selection() {
+    if (this.provider === ROUTES) return this.model ? { model: this.model } : {};
+    if (!this.provider) return {};
+    return this.model ? { provider: this.provider, model: this.model } : { provider: this.provider };
+  }
+
   render(provider, model) {
     fillSelect(this.providerSelect, this.catalog.providerOptions(this.labels.provider), provider);
     fillSelect(this.modelSelect, this.catalog.modelOptions(this.provider, this.labels.model), model);
@@ -98,6 +117,7 @@ export class ProviderPicker {
   // A chat's stored provider may have been disabled since: it stays selected, greyed, so the
   // user sees why, rather than silently switching to another one.
   set(provider, model) {
+    if (!provider && model && this.catalog.routes.some((route) => route.model === model)) provider = ROUTES;
     this.render(provider ?? "", model ?? "");
     if (provider && this.provider !== provider) {
       this.providerSelect.value = provider;
