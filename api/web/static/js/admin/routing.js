@@ -1,6 +1,6 @@
 // Routing tab: fallback chains, pools and A/B experiments (/admin/routing/*), with per-arm
 // results side by side. The pickers offer the models the providers offer now
-// (GET /admin/providers); the server checks every target again and says why it refuses one.
+// (GET /providers); the server checks every target again and says why it refuses one.
 
 import { api } from "../api.js";
 import { $, el, fillSelect, showError } from "../dom.js";
@@ -78,10 +78,12 @@ async function load() {
 }
 
 async function loadTargets() {
-  const answer = await api("/admin/providers");
-  targets = answer.data.flatMap((p) =>
-    (p.models ?? []).filter((m) => m.offered).map((m) => ({ provider: p.provider_name, model: m.model_name })),
-  );
+  // The catalog as requests see it (GET /providers): exactly the targets the server accepts,
+  // environment providers included whether or not their rows are loaded.
+  const providers = await api("/providers");
+  targets = providers
+    .filter((p) => !p.unavailable_reason)
+    .flatMap((p) => p.models.map((model) => ({ provider: p.name, model })));
   const options = targets.map((t) => ({ value: keyOf(t), label: `${t.provider} · ${t.model}` }));
   for (const id of ["#chain-primary", "#chain-add-target", "#pool-add-target", "#experiment-control", "#experiment-variant"]) {
     const select = $(id);
