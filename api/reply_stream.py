@@ -31,6 +31,11 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Every answer that names a reply carries its id here (the compatible APIs too), so a client
+# can resume its stream at /messages/{id}/stream or poll it.
+REPLY_ID_HEADER = "x-switchboard-reply-id"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
 IDLE_BLOCK_MS = 5000
 FINAL_GRACE_MS = 500
 # XREAD BLOCK 0 means "wait forever": a wait with less than a millisecond left must still end.

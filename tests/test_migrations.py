@@ -29,7 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0008_routing"
+HEAD = "0009_api_calls"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
@@ -52,6 +52,7 @@ ADDED_CHAT_COLUMNS = {
     "routing",
     "experiment_id",
     "experiment_arm",
+    "kind",
 }
 ADDED_MESSAGE_COLUMNS = {
     "status",
@@ -72,6 +73,7 @@ ADDED_MESSAGE_COLUMNS = {
     "routing",
     "route_step",
     "rating",
+    "prompt",
 }
 
 

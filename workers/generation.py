@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, true, update
 
@@ -222,54 +223,19 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
                 Message.reply_to_id,
                 Message.route_step,
                 Message.routing,
+                Message.prompt,
             )
         ).one_or_none()
         if row is None:
             if step is not None:
                 _resend_if_moved(conn, reply_id, step)
             return None
-        context_tokens = (
-            select(ProviderModel.max_context_length)
-            .join(ProviderConfigRow, ProviderConfigRow.id == ProviderModel.provider_id)
-            .where(
-                ProviderConfigRow.provider_name == row.provider_name,
-                ProviderModel.model_name == row.model_name,
-            )
-            .limit(1)
-            .scalar_subquery()
-        )
-        # The owner, system prompt (the chat's own, else the owner's default) and the
-        # model's context window in one query.
-        owner, system, context = conn.execute(
-            select(Chat.user_id, SystemPrompt.content, context_tokens)
-            .outerjoin(
-                SystemPrompt,
-                or_(
-                    SystemPrompt.id == Chat.system_prompt_id,
-                    and_(
-                        Chat.system_prompt_id.is_(None),
-                        SystemPrompt.user_id == Chat.user_id,
-                        SystemPrompt.is_default,
-                    ),
-                ),
-            )
-            .where(Chat.id == row.chat_id)
-            .limit(1)
-        ).one()
-        history = conn.execute(
-            select(Message.id, Message.role, Message.content, Message.status, Message.reply_to_id)
-            .where(Message.chat_id == row.chat_id, Message.created_at < row.created_at)
-            .order_by(Message.created_at.desc())
-            .limit(HISTORY_ROWS)
-        ).all()
-    context = context or settings.DEFAULT_CONTEXT_TOKENS
-    messages = build_prompt(
-        system,
-        [HistoryRow(*r) for r in reversed(history)],
-        row.reply_to_id,
-        context_tokens=context,
-        reserved_for_reply=row.max_tokens or min(1024, context // 4),
-    )
+        if row.prompt is not None:
+            # A compatible-API call: the conversation as the caller sent it.
+            owner = conn.scalar(select(Chat.user_id).where(Chat.id == row.chat_id))
+            messages = [ProviderMessage.model_validate(m) for m in row.prompt]
+        else:
+            owner, messages = _chat_prompt(conn, row, settings)
     return Claim(
         reply_id=reply_id,
         chat_id=row.chat_id,
@@ -283,6 +249,55 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
         messages=messages,
         plan=RoutePlan.from_json(row.routing, row.provider_name, row.model_name),
     )
+
+
+def _chat_prompt(
+    conn: Connection, row: Any, settings: Settings
+) -> tuple[uuid.UUID, list[ProviderMessage]]:
+    """The owner, and the prompt built from the chat's system prompt and history."""
+    context_tokens = (
+        select(ProviderModel.max_context_length)
+        .join(ProviderConfigRow, ProviderConfigRow.id == ProviderModel.provider_id)
+        .where(
+            ProviderConfigRow.provider_name == row.provider_name,
+            ProviderModel.model_name == row.model_name,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    # The owner, system prompt (the chat's own, else the owner's default) and the
+    # model's context window in one query.
+    owner, system, context = conn.execute(
+        select(Chat.user_id, SystemPrompt.content, context_tokens)
+        .outerjoin(
+            SystemPrompt,
+            or_(
+                SystemPrompt.id == Chat.system_prompt_id,
+                and_(
+                    Chat.system_prompt_id.is_(None),
+                    SystemPrompt.user_id == Chat.user_id,
+                    SystemPrompt.is_default,
+                ),
+            ),
+        )
+        .where(Chat.id == row.chat_id)
+        .limit(1)
+    ).one()
+    history = conn.execute(
+        select(Message.id, Message.role, Message.content, Message.status, Message.reply_to_id)
+        .where(Message.chat_id == row.chat_id, Message.created_at < row.created_at)
+        .order_by(Message.created_at.desc())
+        .limit(HISTORY_ROWS)
+    ).all()
+    context = context or settings.DEFAULT_CONTEXT_TOKENS
+    messages = build_prompt(
+        system,
+        [HistoryRow(*r) for r in reversed(history)],
+        row.reply_to_id,
+        context_tokens=context,
+        reserved_for_reply=row.max_tokens or min(1024, context // 4),
+    )
+    return owner, messages
 
 
 def _resend_if_moved(conn: Connection, reply_id: uuid.UUID, step: int) -> None:

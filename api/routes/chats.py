@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from redis.exceptions import RedisError
 
 from api.deps import AuthDep, PageDep
@@ -41,8 +42,15 @@ async def create_chat(body: ChatCreate, auth: AuthDep) -> object:
 
 
 @router.get("", response_model=ChatList)
-async def list_chats(auth: AuthDep, page: PageDep) -> object:
-    rows, count = await auth.run(chat_service.list, limit=page.limit, offset=page.offset)
+async def list_chats(
+    auth: AuthDep,
+    page: PageDep,
+    kind: Annotated[
+        Literal["chat", "api", "all"],
+        Query(description="`chat` (the default), `api` (compatible-API calls) or `all`"),
+    ] = "chat",
+) -> object:
+    rows, count = await auth.run(chat_service.list, limit=page.limit, offset=page.offset, kind=kind)
     return {"data": rows, "count": count}
 
 

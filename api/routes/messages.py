@@ -15,6 +15,8 @@ from api.deps import AuthDep, run_in_session
 from api.reply_stream import (
     DELETED_ERROR,
     LAST_EVENT_ID_PATTERN,
+    REPLY_ID_HEADER,
+    STREAM_HEADERS,
     Waited,
     read_view,
     reply_events,
@@ -63,7 +65,14 @@ def _accepted(submitted: Submitted) -> SubmitAccepted:
     | not_found("chat (or it was deleted while ?wait=true waited)")
     | conflict("This Idempotency-Key was already used in this chat with a different request")
     | {
-        200: {"model": MessageRead, "description": "With ?wait=true: the finished reply"},
+        200: {
+            "model": MessageRead,
+            "description": "With ?wait=true: the finished reply. With `Accept: "
+            "text/event-stream`: the reply's Server-Sent Events, as /messages/{id}/stream "
+            "sends them (resume there with Last-Event-ID; the reply id is in the "
+            "`x-switchboard-reply-id` header)",
+            "content": {"text/event-stream": {}},
+        },
         400: {
             "model": ErrorOut,
             "description": "The body cannot be decoded, or the message exceeds MAX_MESSAGE_CHARS",
@@ -97,8 +106,17 @@ async def submit_message(
         routing=body.routing,
     )
     accepted = _accepted(submitted)
+    reply_header = {REPLY_ID_HEADER: str(submitted.reply_id)}
+    if _wants_events(request):
+        # One request: the reply's stream in the answer, from its first event (a client that
+        # drops it resumes at /messages/{id}/stream; the generation goes on regardless).
+        return EventSourceResponse(
+            reply_events(request, submitted.reply_id, "0-0", False, auth.settings),
+            ping=auth.settings.SSE_HEARTBEAT_SECONDS,
+            headers=STREAM_HEADERS | reply_header,
+        )
     if not wait:
-        return accepted
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=reply_header)
     outcome = await wait_for_terminal(request, submitted.reply_id, auth.settings)
     if outcome is Waited.gone:
         raise MessageNotFound(DELETED_ERROR)
@@ -108,6 +126,10 @@ async def submit_message(
     if view is None:
         raise MessageNotFound(DELETED_ERROR)
     return JSONResponse(read_view(view).model_dump(mode="json"), status_code=200)
+
+
+def _wants_events(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
 
 
 @router.get("/messages/{message_id}", response_model=MessageRead, responses=MESSAGE_NOT_FOUND)
@@ -210,5 +232,5 @@ async def stream_message(
     return EventSourceResponse(
         reply_events(request, reply.id, after, final, auth.settings),
         ping=auth.settings.SSE_HEARTBEAT_SECONDS,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=STREAM_HEADERS,
     )

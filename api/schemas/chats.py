@@ -36,6 +36,7 @@ class ChatRead(ReadModel):
     model_name: str | None
     system_prompt_id: uuid.UUID | None
     routing: RoutingOptions | None = None
+    kind: str = Field(default="chat", description="`chat`, or `api` for a call to a compatible API")
     experiment_arm: str | None = Field(
         default=None, description="The A/B arm (`control` or `variant`) this chat is in, if any"
     )

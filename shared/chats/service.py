@@ -117,14 +117,18 @@ class ChatService:
         return chat
 
     def list(
-        self, session: Session, user: User, *, limit: int, offset: int
+        self, session: Session, user: User, *, limit: int, offset: int, kind: str = "chat"
     ) -> tuple[list[Chat], int]:
         """Most recent activity first: a chat's `updated_at` moves on each message sent to it
-        (and on a rename or a provider change), as a chat app's list is ordered."""
+        (and on a rename or a provider change), as a chat app's list is ordered. `kind`:
+        `chat` (the default: what the chat app shows), `api` (compatible-API calls) or `all`."""
+        where = Chat.user_id == user.id
+        if kind != "all":
+            where = where & (Chat.kind == kind)
         return paginate(
             session,
             Chat,
-            Chat.user_id == user.id,
+            where,
             (Chat.updated_at.desc(), Chat.id.desc()),
             limit=limit,
             offset=offset,

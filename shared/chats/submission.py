@@ -183,12 +183,12 @@ class SubmissionService:
                 raise
             return previous
 
-        self._send(session, reply.id, target.provider, enqueue)
+        self.send(session, reply.id, target.provider, enqueue)
         return Submitted(
             user_message.id, reply.id, ReplyStatus.queued, target.provider, target.model
         )
 
-    def _send(self, session: Session, reply_id: uuid.UUID, provider: str, enqueue: Enqueue) -> None:
+    def send(self, session: Session, reply_id: uuid.UUID, provider: str, enqueue: Enqueue) -> None:
         """Enqueue a committed, queued reply; if the broker is unreachable, mark it failed
         (a retry with the same Idempotency-Key sends it again) and answer 503."""
         try:
@@ -256,7 +256,7 @@ class SubmissionService:
         ).rowcount
         session.commit()
         if requeued:
-            self._send(session, reply.id, reply.provider_name or "", enqueue)
+            self.send(session, reply.id, reply.provider_name or "", enqueue)
         session.refresh(reply)
 
     def get_reply(self, session: Session, user: User, message_id: uuid.UUID) -> Message:

@@ -61,6 +61,9 @@ class Chat(UUIDPrimaryKey, Timestamps, Base):
     )
     # The chat's own routing options (shared.routing.options.RoutingOptions as JSON).
     routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # `chat`: made in the chat app or the native API; `api`: one call to a compatible API
+    # (/v1/chat/completions, /v1/messages), hidden from the chat list unless asked for.
+    kind: Mapped[str] = mapped_column(String(20), default="chat", server_default="chat")
     # The A/B experiment this chat was assigned to when it was created, and its arm.
     experiment_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("experiments.id", ondelete="SET NULL")
@@ -121,5 +124,8 @@ class Message(UUIDPrimaryKey, Timestamps, Base):
     # which of its targets runs now; provider_name/model_name always name that target.
     routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     route_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Replies to a compatible-API call: the conversation exactly as the call sent it, which
+    # the worker sends as it is (such a chat has no history of its own).
+    prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     # A user's thumbs up (1) or down (-1) on a reply.
     rating: Mapped[int | None] = mapped_column(SmallInteger)
