@@ -1,0 +1,90 @@
+"""One-request streaming on the native API: POST /chats/{id}/messages with
+`Accept: text/event-stream` answers the reply's events, the same ones /messages/{id}/stream
+sends, with the reply's id in `x-switchboard-reply-id`; a client that leaves mid-stream still
+gets a stored, billed reply, and resumes where it left off with Last-Event-ID."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from shared.db import session_scope
+from shared.models import ProviderUsage
+from tests.e2e.harness import iter_sse, read_sse_within, wait_until
+from tests.helpers import register_and_login
+from tests.stubs import reply_text
+
+SLOW = "stub-model+tokens=40+delay=50"
+
+
+def _chat(http, headers, model: str) -> str:
+    chat = http.post("/chats", json={"provider": "openai", "model": model}, headers=headers)
+    assert chat.status_code == 201, chat.text
+    return chat.json()["id"]
+
+
+def test_the_submission_answers_with_the_reply_stream(http, worker):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers, "stub-model+tokens=8")
+    with http.stream(
+        "POST",
+        f"/chats/{chat_id}/messages",
+        json={"message": "hi"},
+        headers=headers | {"Accept": "text/event-stream"},
+    ) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        reply_id = answer.headers["x-switchboard-reply-id"]
+        events = list(iter_sse(answer.iter_lines()))
+    assert [e.event for e in events][-1] == "done"
+    text = "".join(e.data["delta"] for e in events if e.event == "token")
+    assert text == reply_text(8)
+    stored = http.get(f"/messages/{reply_id}", headers=headers).json()
+    assert stored["content"] == text and stored["status"] == "completed"
+    # The same events, with the same ids, as the reply's own stream.
+    again = read_sse_within(http, f"/messages/{reply_id}/stream", headers, 20)
+    assert [(e.id, e.event) for e in again.events] == [(e.id, e.event) for e in events]
+
+
+def test_a_client_that_leaves_mid_stream_still_gets_a_stored_billed_reply(http, worker):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers, SLOW)
+    seen = []
+    with http.stream(
+        "POST",
+        f"/chats/{chat_id}/messages",
+        json={"message": "hi"},
+        headers=headers | {"Accept": "text/event-stream"},
+    ) as answer:
+        reply_id = answer.headers["x-switchboard-reply-id"]
+        for event in iter_sse(answer.iter_lines()):
+            seen.append(event)
+            if len(seen) == 3:
+                break  # the client goes away after three events
+
+    def completed() -> bool:
+        reply = http.get(f"/messages/{reply_id}", headers=headers).json()
+        return reply["status"] == "completed"
+
+    wait_until(completed, 30, worker, interval=0.1)
+    assert http.get(f"/messages/{reply_id}", headers=headers).json()["content"] == reply_text(40)
+    with session_scope() as session:
+        usage = session.scalar(
+            select(ProviderUsage).where(ProviderUsage.message_id == uuid.UUID(reply_id))
+        )
+    assert usage is not None and usage.completion_tokens == 40
+    # Resumed after the last event it saw: exactly the rest.
+    rest = read_sse_within(
+        http, f"/messages/{reply_id}/stream", headers | {"Last-Event-ID": seen[-1].id}, 20
+    )
+    text = "".join(e.data["delta"] for e in seen + rest.events if e.event == "token")
+    assert text == reply_text(40)
+
+
+def test_without_the_accept_header_the_submission_is_a_202_naming_its_reply(http, worker):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers, "stub-model+tokens=8")
+    accepted = http.post(f"/chats/{chat_id}/messages", json={"message": "hi"}, headers=headers)
+    assert accepted.status_code == 202
+    assert accepted.headers["x-switchboard-reply-id"] == accepted.json()["reply_id"]
