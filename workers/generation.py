@@ -224,6 +224,11 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
                 Message.route_step,
                 Message.routing,
                 Message.prompt,
+                # In the same statement: a compatible-API call's claim is this one statement.
+                select(Chat.user_id)
+                .where(Chat.id == Message.chat_id)
+                .scalar_subquery()
+                .label("owner"),
             )
         ).one_or_none()
         if row is None:
@@ -232,14 +237,13 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
             return None
         if row.prompt is not None:
             # A compatible-API call: the conversation as the caller sent it.
-            owner = conn.scalar(select(Chat.user_id).where(Chat.id == row.chat_id))
             messages = [ProviderMessage.model_validate(m) for m in row.prompt]
         else:
-            owner, messages = _chat_prompt(conn, row, settings)
+            messages = _chat_prompt(conn, row, settings)
     return Claim(
         reply_id=reply_id,
         chat_id=row.chat_id,
-        user_id=owner,
+        user_id=row.owner,
         attempt=row.attempts,
         provider=row.provider_name,
         model=row.model_name,
@@ -251,10 +255,9 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
     )
 
 
-def _chat_prompt(
-    conn: Connection, row: Any, settings: Settings
-) -> tuple[uuid.UUID, list[ProviderMessage]]:
-    """The owner, and the prompt built from the chat's system prompt and history."""
+def _chat_prompt(conn: Connection, row: Any, settings: Settings) -> list[ProviderMessage]:
+    """The prompt built from the chat's system prompt (its own, else the owner's default),
+    its history and the model's context window."""
     context_tokens = (
         select(ProviderModel.max_context_length)
         .join(ProviderConfigRow, ProviderConfigRow.id == ProviderModel.provider_id)
@@ -265,10 +268,9 @@ def _chat_prompt(
         .limit(1)
         .scalar_subquery()
     )
-    # The owner, system prompt (the chat's own, else the owner's default) and the
-    # model's context window in one query.
-    owner, system, context = conn.execute(
-        select(Chat.user_id, SystemPrompt.content, context_tokens)
+    system, context = conn.execute(
+        select(SystemPrompt.content, context_tokens)
+        .select_from(Chat)
         .outerjoin(
             SystemPrompt,
             or_(
@@ -297,7 +299,7 @@ def _chat_prompt(
         context_tokens=context,
         reserved_for_reply=row.max_tokens or min(1024, context // 4),
     )
-    return owner, messages
+    return messages
 
 
 def _resend_if_moved(conn: Connection, reply_id: uuid.UUID, step: int) -> None:
