@@ -112,6 +112,55 @@ def service_once(
     }
 
 
+def one_request_once(
+    http: httpx.Client, headers: dict[str, str], chat_id: str, model: str, text: str
+) -> dict[str, Any]:
+    """The native one-request path: POST with `Accept: text/event-stream`, the reply's SSE
+    stream in the answer; time to the first `token` event (httpx streaming)."""
+    t0_wall = time.time()
+    start = time.perf_counter()
+    first = first_wall = None
+    first_id = None
+    parts: list[str] = []
+    event, event_id = "", None
+    with http.stream(
+        "POST",
+        f"/chats/{chat_id}/messages",
+        headers=headers | {"Accept": "text/event-stream"},
+        json={"message": text, "provider": "openai", "model": model},
+    ) as stream:
+        answered = time.perf_counter()  # status and headers in: the submit is done
+        stream.raise_for_status()
+        reply_id = stream.headers.get("x-switchboard-reply-id")
+        for line in stream.iter_lines():
+            if line == "":
+                event, event_id = "", None
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                if event == "token":
+                    if first is None:
+                        first, first_wall = time.perf_counter(), time.time()
+                        first_id = event_id
+                    parts.append(json.loads(line[5:])["delta"])
+                elif event in ("done", "error"):
+                    break
+    end = time.perf_counter()
+    return {
+        "reply_id": reply_id,
+        "ok": event == "done",
+        "t0_wall": t0_wall,
+        "submit_ms": (answered - start) * 1000,
+        "ttft_ms": ((first or end) - start) * 1000,
+        "total_ms": (end - start) * 1000,
+        "first_wall": first_wall,
+        "first_id": first_id,
+        "text": "".join(parts),
+    }
+
+
 def breakdown(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Where the service's TTFT goes, from client clocks, DB timestamps and Redis entry ids.
 
@@ -164,6 +213,31 @@ def register(base_url: str) -> str:
         response = http.post("/auth/token", data={"username": email, "password": password})
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+
+def create_api_key(base_url: str, token: str) -> str:
+    """An `sb_` API key (POST /auth/api-keys): what the compatible APIs' clients send."""
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        response = http.post(
+            "/auth/api-keys",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "bench"},
+        )
+        response.raise_for_status()
+        return str(response.json()["key"])
+
+
+def openai_compat_available(base_url: str, api_key: str) -> tuple[bool, str]:
+    """Whether this checkout serves /v1/chat/completions (GET /v1/models answers)."""
+    try:
+        response = httpx.get(
+            base_url + "/v1/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        return False, f"GET /v1/models failed: {exc}"
+    if response.status_code != 200:
+        return False, f"GET /v1/models answered {response.status_code}: {response.text[:200]}"
+    return True, ""
 
 
 async def _create_chats(base_url: str, token: str, n: int) -> list[str]:

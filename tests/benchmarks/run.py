@@ -2,12 +2,16 @@
 
     .venv/bin/python -m tests.benchmarks.run            # the full suite (about 8-10 min, 2 cores)
     .venv/bin/python -m tests.benchmarks.run --quick    # a smoke run (about 3 min)
-    options: --profile (py-spy the worker and the API), --out DIR, --plot PATH, --no-plot
+    options: --profile (py-spy the worker and the API), --out DIR, --plot PATH, --no-plot,
+             --only sequential,litellm_upstream,throughput,concurrency,scale_out
 
 Needs PostgreSQL and Redis on loopback (BENCH_DATABASE_URL, default database
 `switchboard_bench`, dropped and recreated; BENCH_REDIS_URL, default redis db 13, flushed).
 Starts the OpenAI stub (its own process), the API (one uvicorn process), one gevent worker and,
 if the `bench` extra is installed, a LiteLLM proxy (one worker, no database) on the same stub.
+The sequential rounds also time the native one-request path and, when this checkout serves it,
+/v1/chat/completions through the openai SDK; `litellm_upstream` streams one reply through a
+second LiteLLM proxy whose upstream is Switchboard's /v1 (the run fails if its text is wrong).
 Prints the results table and writes results.json, table.md (and profiles) to --out.
 """
 
@@ -32,9 +36,11 @@ from tests.benchmarks.services import (
     MODEL_200,
     MODEL_SLOW_100,
     TOKENS,
+    VIA_SWITCHBOARD_MODEL,
     cpu_seconds_of,
     flush_redis,
     litellm_available,
+    litellm_upstream_config,
     proc_stats,
     recreate_database,
     service_env,
@@ -46,6 +52,9 @@ from tests.benchmarks.services import (
 )
 from tests.e2e.harness import REPO, Process, start_api
 from tests.stubs._faults import reply_text
+
+# Chats kept for the native one-request path's sequential rounds (5 messages each).
+ONE_REQUEST_CHATS = 100
 
 
 def log(message: str) -> None:
@@ -66,6 +75,10 @@ class Suite:
         self.litellm_key = FAKE_KEY
         self.litellm_proc: Process | None = None
         self.worker: Process | None = None
+        # The OpenAI-compatible API (/v1), when this checkout serves it, and its sb_ key.
+        self.compat_url: str | None = None
+        self.api_key = ""
+        self.failures: list[str] = []  # checks that make the run fail after it is written
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -103,9 +116,19 @@ class Suite:
         self.results["litellm"] = {"available": ok, "reason": why}
         self.start_main_worker()
         self.token = measure.register(self.api_url)
-        n_chats = 8 * 200
+        # 8 per client for the 200-client runs, then chats of the native one-request path's own
+        # (so its 5-message conversations are as long as the two-request path's).
+        n_chats = 8 * 200 + ONE_REQUEST_CHATS
         self.chats = measure.create_chats(self.api_url, self.token, n_chats)
         log(f"user and {n_chats} chats created")
+        self.api_key = measure.create_api_key(self.api_url, self.token)
+        ok, why = measure.openai_compat_available(self.api_url, self.api_key)
+        if ok:
+            self.compat_url = self.api_url + "/v1"
+            log(f"OpenAI-compatible API at {self.compat_url} (sb_ key created)")
+        else:
+            log(f"OPENAI-COMPATIBLE API SKIPPED: {why}")
+        self.results["openai_compat"] = {"available": ok, "reason": why}
 
     def start_main_worker(self) -> None:
         self.worker = start_workers(self.env, self.logs, 1, 500)[0]
@@ -127,25 +150,43 @@ class Suite:
 
         n = 60 if self.quick else 300
         warmup = 10 if self.quick else 30
+        assert (warmup + n) // 5 < ONE_REQUEST_CHATS
         direct = openai.OpenAI(api_key=FAKE_KEY, base_url=self.stub_url, max_retries=0)
         peer = (
             openai.OpenAI(api_key=self.litellm_key, base_url=self.litellm_url, max_retries=0)
             if self.litellm_url
             else None
         )
+        # The official SDK against Switchboard's /v1, with an sb_ key (issue 16).
+        compat = (
+            openai.OpenAI(api_key=self.api_key, base_url=self.compat_url, max_retries=0)
+            if self.compat_url
+            else None
+        )
         headers = {"Authorization": f"Bearer {self.token}"}
         expected = reply_text(25)
-        series: dict[str, list[dict[str, Any]]] = {"direct": [], "service": [], "litellm": []}
-        mismatches = {"direct": 0, "service": 0, "litellm": 0}
-        log(f"sequential: {warmup} warm-up + {n} rounds of direct -> service -> LiteLLM")
+        names = ["direct", "service", "one_request", "openai_compat", "litellm"]
+        series: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        mismatches = dict.fromkeys(names, 0)
+        log(
+            f"sequential: {warmup} warm-up + {n} rounds of direct -> service (two requests) ->"
+            " one request -> /v1/chat/completions -> LiteLLM"
+        )
         with httpx.Client(base_url=self.api_url, timeout=30) as http:
             for i in range(warmup + n):
                 chat = self.chats[i // 5]  # 5-message conversations
+                own_chat = self.chats[8 * 200 + i // 5]
                 text = f"sequential message {i}"
                 rows = {
                     "direct": measure.direct_once(direct, MODEL_25, text),
                     "service": measure.service_once(http, headers, chat, MODEL_25, text),
+                    "one_request": measure.one_request_once(
+                        http, headers, own_chat, MODEL_25, text
+                    ),
                 }
+                if compat is not None:
+                    # provider/model: what a client of the compatible API names.
+                    rows["openai_compat"] = measure.direct_once(compat, f"openai/{MODEL_25}", text)
                 if peer is not None:
                     rows["litellm"] = measure.direct_once(peer, MODEL_25, text)
                 if i < warmup:
@@ -163,8 +204,10 @@ class Suite:
                 }
         svc = series["service"]
         result["service"]["submit_ms"] = summary([r["submit_ms"] for r in svc])
+        one = series["one_request"]
+        result["one_request"]["submit_ms"] = summary([r["submit_ms"] for r in one])
         # Paired overheads: each service/LiteLLM sample against the direct one of its round.
-        for name in ("service", "litellm"):
+        for name in ("service", "one_request", "openai_compat", "litellm"):
             if series[name]:
                 pairs = list(zip(series[name], series["direct"], strict=False))
                 result[name]["ttft_overhead_paired_ms"] = summary(
@@ -174,16 +217,68 @@ class Suite:
                     [a["total_ms"] - b["total_ms"] for a, b in pairs]
                 )
         result["breakdown"] = measure.breakdown(svc)
+        result["breakdown_one_request"] = measure.breakdown(one)
         self.results["sequential"] = result
-        d, s = result["direct"], result["service"]
         log(
-            f"  TTFT p50 direct {d['ttft_ms']['p50']:.1f} service {s['ttft_ms']['p50']:.1f}"
-            + (f" litellm {result['litellm']['ttft_ms']['p50']:.1f}" if peer else "")
-            + " ms"
+            "  TTFT p50 / p99 ms: "
+            + ", ".join(
+                f"{name} {t['p50']:.1f} / {t['p99']:.1f}"
+                for name in names
+                if name in result
+                for t in [result[name]["ttft_ms"]]
+            )
+            + f"; text mismatches {mismatches}"
         )
         direct.close()
-        if peer is not None:
-            peer.close()
+        for client in (peer, compat):
+            if client is not None:
+                client.close()
+
+    # -- issue 16: LiteLLM with Switchboard as its upstream ------------------------------
+
+    def litellm_upstream(self) -> None:
+        """A second LiteLLM proxy whose model is Switchboard's /v1 streams one reply."""
+        import openai
+
+        result: dict[str, Any] = {"ran": False}
+        self.results["litellm_upstream"] = result
+        if not self.compat_url:
+            result["reason"] = "the OpenAI-compatible API is not served by this checkout"
+            log(f"LITELLM -> SWITCHBOARD SKIPPED: {result['reason']}")
+            return
+        if not self.results["litellm"]["available"]:
+            result["reason"] = self.results["litellm"]["reason"]
+            log(f"LITELLM -> SWITCHBOARD SKIPPED: {result['reason']}")
+            return
+        config = litellm_upstream_config(self.compat_url, self.api_key, f"openai/{MODEL_25}")
+        proc, url, key = start_litellm(
+            self.stub_url, self.logs, config_text=config, name="litellm-upstream"
+        )
+        try:
+            client = openai.OpenAI(api_key=key, base_url=url, max_retries=0)
+            row = measure.direct_once(client, VIA_SWITCHBOARD_MODEL, "through LiteLLM, then us")
+            client.close()
+        finally:
+            proc.stop()
+        expected = reply_text(25)
+        result.update(
+            ran=True,
+            ok=row["text"] == expected,
+            text=row["text"],
+            expected=expected,
+            ttft_ms=row["ttft_ms"],
+            total_ms=row["total_ms"],
+        )
+        log(
+            f"  LiteLLM -> Switchboard /v1 -> stub: {len(row['text'])} chars, "
+            f"{'equal to' if result['ok'] else 'DIFFERENT FROM'} the stub's reply_text(25) "
+            f"(TTFT {row['ttft_ms']:.1f} ms, whole {row['total_ms']:.1f} ms)"
+        )
+        if not result["ok"]:
+            # The other parts still run and are written; the run ends in failure (main).
+            self.failures.append(
+                f"LiteLLM -> Switchboard streamed {row['text']!r}, expected {expected!r}"
+            )
 
     # -- 3: throughput -------------------------------------------------------------------
 
@@ -470,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="sequential,throughput,concurrency,scale_out",
+        default="sequential,litellm_upstream,throughput,concurrency,scale_out",
         help="comma-separated parts to run",
     )
     args = parser.parse_args(argv)
@@ -481,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         suite.setup()
         if "sequential" in parts:
             suite.sequential()
+        if "litellm_upstream" in parts:
+            suite.litellm_upstream()
         if "throughput" in parts:
             suite.throughput()
         if "concurrency" in parts:
@@ -509,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
                 (stacks.with_suffix(".summary")).write_text(text + "\n")
                 print(f"\n== {stacks.name}\n{text}")
     log(f"done in {suite.results['duration_s'] / 60:.1f} min; results in {args.out}")
-    return 0
+    for failure in suite.failures:
+        log(f"FAILED: {failure}")
+    return 1 if suite.failures else 0
 
 
 if __name__ == "__main__":

@@ -222,10 +222,46 @@ def litellm_config(stub_url: str) -> str:
     return "\n".join(lines)
 
 
-def start_litellm(stub_url: str, log_dir: Path) -> tuple[Process, str, str]:
-    """Returns the process, its OpenAI base URL and the master key clients must send."""
-    config = log_dir / "litellm.yaml"
-    config.write_text(litellm_config(stub_url))
+# The model a client asks the LiteLLM proxy in front of Switchboard for.
+VIA_SWITCHBOARD_MODEL = "via-switchboard"
+
+
+def litellm_upstream_config(switchboard_v1: str, api_key: str, model: str) -> str:
+    """LiteLLM with Switchboard as its OpenAI-compatible upstream (issue 16's "Done when").
+
+    `openai/<provider>/<model>` in LiteLLM's notation: the `openai/` prefix picks its
+    OpenAI-compatible client and is stripped, so Switchboard receives `<provider>/<model>`.
+    """
+    return "\n".join(
+        [
+            "model_list:",
+            f'  - model_name: "{VIA_SWITCHBOARD_MODEL}"',
+            "    litellm_params:",
+            f'      model: "openai/{model}"',
+            f'      api_base: "{switchboard_v1}"',
+            f'      api_key: "{api_key}"',
+            "litellm_settings:",
+            "  set_verbose: false",
+            "  turn_off_message_logging: true",
+            "  telemetry: false",
+            "  drop_params: true",
+            "general_settings:",
+            "  disable_spend_logs: true",
+            "",
+        ]
+    )
+
+
+def start_litellm(
+    stub_url: str, log_dir: Path, config_text: str | None = None, name: str = "litellm"
+) -> tuple[Process, str, str]:
+    """Returns the process, its OpenAI base URL and the master key clients must send.
+
+    By default the proxy serves the stub's models; `config_text` replaces that config (the
+    proxy in front of Switchboard), `name` keeps the two proxies' logs apart.
+    """
+    config = log_dir / f"{name}.yaml"
+    config.write_text(config_text if config_text is not None else litellm_config(stub_url))
     port = free_port()
     master_key = "sk-bench-" + secrets.token_hex(24)
     env = base_env(
@@ -240,7 +276,7 @@ def start_litellm(stub_url: str, log_dir: Path) -> tuple[Process, str, str]:
     for name in ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_API_BASE"):
         env.pop(name, None)  # no database, no cache: the proxy stores nothing
     process = start_process(
-        "litellm",
+        name,
         [
             str(Path(sys.executable).parent / "litellm"),
             "--config",
