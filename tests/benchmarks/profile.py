@@ -36,6 +36,7 @@ INCLUSIVE = [
     ("celery/kombu consumer (task intake)", "celery/worker/consumer"),
     ("logging", "logging/__init__"),
     ("API submit handler", "submit_message ("),
+    ("API /v1/chat/completions handler", "chat_completions ("),
     ("API SSE generator", "reply_events ("),
     ("API auth dependency", "get_current_user ("),
     ("SQLAlchemy (any)", "sqlalchemy/"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -172,8 +173,12 @@ class Suite:
             f"sequential: {warmup} warm-up + {n} rounds of direct -> service (two requests) ->"
             " one request -> /v1/chat/completions -> LiteLLM"
         )
+        profilers: list[Any] = []
         with httpx.Client(base_url=self.api_url, timeout=30) as http:
             for i in range(warmup + n):
+                if i == warmup and self.args.profile:
+                    # Over the measured rounds; stopped (SIGINT writes the stacks) after them.
+                    profilers = self.profile_pair("sequential", 600)
                 chat = self.chats[i // 5]  # 5-message conversations
                 own_chat = self.chats[8 * 200 + i // 5]
                 text = f"sequential message {i}"
@@ -195,6 +200,9 @@ class Suite:
                     if row.get("text") != expected or row.get("ok") is False:
                         mismatches[name] += 1
                     series[name].append(row)
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
         result: dict[str, Any] = {"n": n, "warmup": warmup, "text_mismatches": mismatches}
         for name, rows in series.items():
             if rows:
