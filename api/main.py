@@ -13,11 +13,13 @@ from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
 from api.routes import (
     admin,
+    anthropic_compat,
     auth,
     chats,
     health,
     messages,
     metrics,
+    openai_compat,
     providers,
     system_prompts,
     users,
@@ -70,7 +72,19 @@ def create_app() -> FastAPI:
     install_web(app)
     # Outermost: it counts the answers of the error middleware too.
     install_metrics(app)
-    for module in (health, auth, users, chats, messages, system_prompts, providers, metrics, admin):
+    for module in (
+        health,
+        auth,
+        users,
+        chats,
+        messages,
+        system_prompts,
+        providers,
+        metrics,
+        admin,
+        openai_compat,
+        anthropic_compat,
+    ):
         app.include_router(module.router)
     return app
 

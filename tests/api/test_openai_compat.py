@@ -1,0 +1,203 @@
+"""The OpenAI-compatible API's validation and error shapes, through the in-process app.
+
+No worker runs here (the e2e tests generate replies): these cover what is answered before a
+reply exists, and that a refused request stores nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from api.reply_stream import REPLY_ID_HEADER
+from shared.db import session_scope
+from shared.models import Chat, Message
+from tests.helpers import register_and_login
+
+URL = "/v1/chat/completions"
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    return {"model": "echo/echo-1", "messages": [{"role": "user", "content": "hi"}]} | fields
+
+
+def _assert_openai_error(response: Any, status: int, type_: str, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == type_
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def _stored_rows() -> tuple[int, int]:
+    with session_scope() as session:
+        chats = session.scalar(select(func.count()).select_from(Chat))
+        messages = session.scalar(select(func.count()).select_from(Message))
+    return chats, messages
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer sb_not-a-key"}, {"Authorization": "Bearer nonsense"}],
+    ids=["none", "bad sb_ key", "bad token"],
+)
+def test_missing_or_bad_credentials_are_401_invalid_api_key(client, headers):
+    for response in (
+        client.post(URL, json=_body(), headers=headers),
+        client.get("/v1/models", headers=headers),
+    ):
+        _assert_openai_error(response, 401, "invalid_request_error", "invalid_api_key")
+    assert _stored_rows() == (0, 0)
+
+
+def test_the_native_api_keeps_its_own_error_shape(client):
+    response = client.get("/chats")
+    assert response.status_code == 401
+    assert response.json()["error"] == "Unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("model", "mentions"),
+    [
+        ("gpt-9", "gpt-9"),
+        ("openai/gpt-9", "openai/gpt-9"),
+        ("nope/echo-1", "nope/echo-1"),
+        # Offered by two providers: the message says to name one.
+        ("stub-model", "openai/stub-model"),
+        ("pool:none", "none"),
+    ],
+)
+def test_an_unknown_model_is_404_model_not_found_and_stores_nothing(client, model, mentions):
+    headers = register_and_login(client)
+    response = client.post(URL, json=_body(model=model), headers=headers)
+    error = _assert_openai_error(response, 404, "invalid_request_error", "model_not_found")
+    assert error["param"] == "model"
+    assert mentions.split("/")[-1] in error["message"]
+    assert _stored_rows() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages[0].content[0]",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0]"),
+        ({"temperature": 3}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": "5"}, "max_completion_tokens"),
+        ({"stop": ["\n"]}, "stop"),
+        ({"stop": "END"}, "stop"),
+        ({"n": 2}, "n"),
+        ({"stream": "yes"}, "stream"),
+        ({"model": ""}, "model"),
+        ({"model": None}, "model"),
+        ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages[0].content"),
+    ],
+)
+def test_a_bad_body_is_400_invalid_request_error_naming_the_param(client, fields, param):
+    headers = register_and_login(client)
+    response = client.post(URL, json=_body(**fields), headers=headers)
+    error = _assert_openai_error(response, 400, "invalid_request_error")
+    assert error["param"] == param, error
+    assert _stored_rows() == (0, 0)
+
+
+def test_stop_is_refused_with_a_clear_message(client):
+    headers = register_and_login(client)
+    error = client.post(URL, json=_body(stop=["x"]), headers=headers).json()["error"]
+    assert "stop" in error["message"] and "not supported" in error["message"]
+
+
+def test_the_last_message_must_be_the_users(client):
+    headers = register_and_login(client)
+    body = _body(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    response = client.post(URL, json=body, headers=headers)
+    _assert_openai_error(response, 400, "invalid_request_error")
+    assert _stored_rows() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[1, 2]", b"\xff\xfe", b""],
+    ids=["broken", "array", "bytes", "empty"],
+)
+def test_a_body_that_is_not_a_json_object_is_400(client, content):
+    headers = register_and_login(client) | {"Content-Type": "application/json"}
+    response = client.post(URL, content=content, headers=headers)
+    _assert_openai_error(response, 400, "invalid_request_error")
+
+
+def test_unknown_fields_are_ignored_and_null_options_accepted(client, set_env):
+    # No worker runs here: a short wait ends in 504, after the call was accepted and stored.
+    set_env(WAIT_TIMEOUT_SECONDS="0.5")
+    headers = register_and_login(client)
+    body = _body(
+        messages=[
+            {"role": "developer", "content": "be brief"},
+            {"role": "assistant", "content": None},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+        ],
+        stop=None,
+        n=1,
+        user="someone",
+        seed=7,
+        logprobs=False,
+        stream_options=None,
+        max_completion_tokens=20,
+        max_tokens=5,
+        temperature=0,
+    )
+    response = client.post(URL, json=body, headers=headers)
+    error = _assert_openai_error(response, 504, "server_error", "timeout")
+    reply_id = response.headers[REPLY_ID_HEADER]
+    assert f"/messages/{reply_id}" in error["message"]
+    with session_scope() as session:
+        reply = session.get(Message, reply_id)
+        assert reply is not None and reply.status == "queued"
+        assert reply.prompt == [
+            {"role": "system", "content": "be brief"},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "a\nb"},
+        ]
+        assert reply.max_tokens == 20  # max_completion_tokens wins over the older max_tokens
+        assert reply.temperature == 0
+        chat = session.get(Chat, reply.chat_id)
+        assert chat is not None and chat.kind == "api"
+
+
+def test_models_lists_provider_models_in_openai_shape(client):
+    headers = register_and_login(client)
+    response = client.get("/v1/models", headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "list"
+    ids = {m["id"]: m for m in body["data"]}
+    assert ids["echo/echo-1"] == {
+        "id": "echo/echo-1",
+        "object": "model",
+        "created": 0,
+        "owned_by": "echo",
+    }
+    assert "openai/stub-model" in ids and "anthropic/stub-model" in ids
+
+
+def test_openapi_documents_the_v1_routes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    responses = paths["/v1/chat/completions"]["post"]["responses"]
+    assert {"200", "400", "401", "404", "429", "502", "503", "504"} <= set(responses)
+    assert "503" in paths["/v1/models"]["get"]["responses"]
