@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from api.reply_stream import REPLY_ID_HEADER
 from shared.db import session_scope
-from shared.models import Chat, Message, ProviderUsage
+from shared.models import Chat, Message, PoolDeployment, ProviderUsage
+from shared.providers.directory import bump_version, lock_catalog, provider_directory
+from shared.settings import get_settings
 from tests.e2e.harness import wait_until
 from tests.helpers import register_and_login
 from tests.stubs import reply_text
@@ -21,6 +23,8 @@ from tests.stubs import reply_text
 # The stubs' default reply: 8 tokens. They count prompt tokens as the prompt's words.
 STUB_TOKENS = 8
 SLOW_MODEL = "stub-model+tokens=40+delay=100"
+# The Anthropic stub's short reply: the fallback of the restart test.
+FALLBACK = ("anthropic", "stub-model+tokens=8")
 
 
 @pytest.fixture
@@ -254,3 +258,70 @@ def test_a_client_that_leaves_mid_stream_still_gets_a_stored_billed_reply(
     assert http.get("/chats", headers=headers).json()["data"] == []
     listed = http.get("/chats", params={"kind": "api"}, headers=headers).json()["data"]
     assert [chat["id"] for chat in listed] == [stored["chat_id"]]
+
+
+def _stream_until_error(stream: openai.Stream) -> tuple[str, openai.APIError]:
+    text = ""
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+    return text, raised.value
+
+
+def test_a_stream_that_fails_after_tokens_ends_with_an_error_line(
+    client: openai.OpenAI, http: httpx.Client, sb_key: str
+) -> None:
+    stream = client.chat.completions.create(
+        model="anthropic/fault-cut",
+        messages=[{"role": "user", "content": "cut me"}],
+        stream=True,
+    )
+    reply_id = stream.response.headers[REPLY_ID_HEADER]
+    text, error = _stream_until_error(stream)
+    assert text == reply_text(3)  # what the stub sent before it cut the stream
+    assert f"GET /messages/{reply_id}" in error.message
+    assert error.type == "server_error"
+    stored = _poll(http, sb_key, reply_id)
+    assert stored["status"] == "failed" and stored["content"].startswith("tok0")
+
+
+def _set_pool(name: str, deployments: list[tuple[str, str, int]]) -> None:
+    """As the admin API writes it: under the catalog lock, then a change notice."""
+    with session_scope() as session:
+        bump_version(session, lock_catalog(session))
+        for provider, model, weight in deployments:
+            session.add(
+                PoolDeployment(
+                    pool_name=name, provider_name=provider, model_name=model, weight=weight
+                )
+            )
+    provider_directory.publish_change(get_settings())
+
+
+def test_a_restart_after_tokens_ends_the_stream_and_the_reply_completes_on_the_fallback(
+    client: openai.OpenAI, http: httpx.Client, sb_key: str
+) -> None:
+    # A pool whose heavy deployment fails after three tokens: the reply restarts on the other
+    # (the chance the light one is tried first is one in a million).
+    _set_pool("openai-compat-restart", [("openai", "fault-cut", 10**6), (*FALLBACK, 1)])
+    model = "pool:openai-compat-restart"
+    wait_until(lambda: model in {m.id for m in client.models.list()}, 15, interval=0.2)
+
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    reply_id = stream.response.headers[REPLY_ID_HEADER]
+    text, error = _stream_until_error(stream)
+    assert text == reply_text(3)
+    assert "mid-stream" in error.message and f"GET /messages/{reply_id}" in error.message
+    stored = _poll(http, sb_key, reply_id)
+    assert (stored["status"], stored["content"]) == ("completed", reply_text(8))
+    assert [a["provider"] for a in stored["attempts"]] == ["openai", "anthropic"]
+
+    # Not streamed, the same route answers the fallback's text: nothing was sent to take back.
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert completion.choices[0].message.content == reply_text(8)
+    assert completion.model == model
