@@ -6,14 +6,21 @@ reply exists, and that a refused request stores nothing.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+import uuid
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from api.reply_stream import REPLY_ID_HEADER
+from shared.channel import TokenChannel
 from shared.db import session_scope
 from shared.models import Chat, Message
+from tests.conftest import TEST_REDIS_URL
 from tests.helpers import register_and_login
 
 URL = "/v1/chat/completions"
@@ -201,3 +208,101 @@ def test_openapi_documents_the_v1_routes(client):
     responses = paths["/v1/chat/completions"]["post"]["responses"]
     assert {"200", "400", "401", "404", "429", "502", "503", "504"} <= set(responses)
     assert "503" in paths["/v1/models"]["get"]["responses"]
+
+
+# --- streaming, with the token channel written by the test in the worker's place -------------
+
+
+def _newest_reply_id() -> uuid.UUID | None:
+    with session_scope() as session:
+        return session.scalar(
+            select(Message.id)
+            .where(Message.role == "assistant")
+            .order_by(Message.created_at.desc())
+        )
+
+
+def _stream_lines(
+    client: Any, events: list[tuple[str, dict[str, Any]]], **fields: Any
+) -> tuple[str, list[str]]:
+    """The body of a streamed call whose reply's events are `events` (published as a worker
+    would, once the reply is stored)."""
+    headers = register_and_login(client)
+    channel = TokenChannel(redis.Redis.from_url(TEST_REDIS_URL), 60, 0.0)
+
+    def publish() -> None:
+        deadline = time.monotonic() + 10
+        while (reply_id := _newest_reply_id()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        channel.append(reply_id, events)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    response = client.post(URL, json=_body(stream=True, **fields), headers=headers)
+    publisher.join()
+    channel.client.close()
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers[REPLY_ID_HEADER] == str(_newest_reply_id())
+    lines = [line for line in response.text.split("\n") if line]
+    assert all(line.startswith("data: ") for line in lines)
+    return response.headers[REPLY_ID_HEADER], [line.removeprefix("data: ") for line in lines]
+
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "estimated": False}
+
+
+def test_a_stream_maps_tokens_the_end_and_usage_to_chunks(client):
+    events = [
+        ("reset", {"reason": "redelivered"}),  # before any token: invisible
+        ("token", {"delta": "Hel"}),
+        ("token", {"delta": "lo"}),
+        ("done", {"status": "completed", "usage": USAGE, "finish_reason": "max_tokens"}),
+    ]
+    reply_id, lines = _stream_lines(client, events, stream_options={"include_usage": True})
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert {c["id"] for c in chunks} == {f"chatcmpl-{uuid.UUID(reply_id).hex}"}
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert {c["model"] for c in chunks} == {"echo/echo-1"}
+    assert [c["choices"][0]["delta"] for c in chunks[:-1]] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+        {"content": "lo"},
+        {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None, None, None, "length"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+def test_a_stream_without_include_usage_ends_at_the_finish_chunk(client):
+    events = [
+        ("token", {"delta": "x"}),
+        ("done", {"status": "completed", "usage": USAGE, "finish_reason": None}),
+    ]
+    _, lines = _stream_lines(client, events)
+    assert lines[-1] == "[DONE]"
+    last = json.loads(lines[-2])
+    assert last["choices"][0]["finish_reason"] == "stop" and "usage" not in last
+
+
+@pytest.mark.parametrize(
+    ("end", "says"),
+    [
+        (("restart", {"provider": "anthropic", "model": "m", "reason": "cut"}), "mid-stream"),
+        (("reset", {"reason": "redelivered"}), "mid-stream"),
+        (("error", {"status": "failed", "error": "upstream said no", "usage": None}), "no"),
+    ],
+    ids=["restart", "reset", "error"],
+)
+def test_a_start_over_or_failure_after_tokens_ends_with_an_error_line(client, end, says):
+    reply_id, lines = _stream_lines(client, [("token", {"delta": "partial"}), end])
+    assert "[DONE]" not in lines
+    error = json.loads(lines[-1])["error"]
+    assert error["type"] == "server_error"
+    assert says in error["message"] and f"GET /messages/{reply_id}" in error["message"]
+    assert [json.loads(line)["choices"][0]["delta"] for line in lines[:-1]] == [
+        {"role": "assistant", "content": ""},
+        {"content": "partial"},
+    ]
