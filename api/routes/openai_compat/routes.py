@@ -114,9 +114,10 @@ async def chat_completions(
             media_type="text/event-stream",
             headers=STREAM_HEADERS | reply_header,
         )
+    deleted = OpenAIRequestError(DELETED_ERROR, 404, code="reply_deleted")
     outcome = await wait_for_terminal(request, submitted.reply_id, auth.settings)
     if outcome is Waited.gone:
-        raise OpenAIRequestError(DELETED_ERROR, 404, code="reply_deleted")
+        return error_response(deleted, reply_header)
     if outcome is not Waited.final:
         # Pending (or the client already left): the generation goes on and is stored.
         error = OpenAIRequestError(
@@ -129,7 +130,7 @@ async def chat_completions(
         return error_response(error, reply_header)
     view = await run_in_session(stored_view, submitted.reply_id)
     if view is None:
-        raise OpenAIRequestError(DELETED_ERROR, 404, code="reply_deleted")
+        return error_response(deleted, reply_header)
     reply = read_view(view)
     if reply.status == ReplyStatus.failed:
         return error_response(failed_reply_error(reply), reply_header)
