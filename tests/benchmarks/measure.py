@@ -12,7 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import closing
+import uuid
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,12 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def direct_once(client: Any, model: str, text: str) -> dict[str, Any]:
-    """The `openai` SDK (sync, client built once) against the stub or LiteLLM."""
+    """The `openai` SDK (sync, client built once) against the stub, LiteLLM or Switchboard's
+    /v1 (whose chunk ids name the reply: `chatcmpl-<reply id hex>`, for the breakdown)."""
+    t0_wall = time.time()
     start = time.perf_counter()
-    first = None
+    first = first_wall = None
+    chunk_id = None
     parts = []
     stream = client.chat.completions.create(
         model=model, stream=True, messages=[{"role": "user", "content": text}]
@@ -54,13 +58,22 @@ def direct_once(client: Any, model: str, text: str) -> dict[str, Any]:
         for choice in chunk.choices:
             if choice.delta and choice.delta.content:
                 if first is None:
-                    first = time.perf_counter()
+                    first, first_wall = time.perf_counter(), time.time()
+                    chunk_id = chunk.id
                 parts.append(choice.delta.content)
     end = time.perf_counter()
+    reply_id = None
+    if chunk_id and chunk_id.startswith("chatcmpl-"):
+        with suppress(ValueError):  # the stub's or LiteLLM's own ids are not reply ids
+            reply_id = str(uuid.UUID(hex=chunk_id.removeprefix("chatcmpl-")))
     return {
         "ttft_ms": ((first or end) - start) * 1000,
         "total_ms": (end - start) * 1000,
         "text": "".join(parts),
+        "reply_id": reply_id,
+        "t0_wall": t0_wall,
+        "first_wall": first_wall,
+        "first_id": None,  # OpenAI chunks carry no Redis entry id
     }
 
 
@@ -185,21 +198,25 @@ def breakdown(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "claim_to_first_publish",
             "provider_ttft",
             "publish_to_client",
+            "claim_to_client",
         )
     }
     for s in samples:
         row = rows.get(s["reply_id"])
-        if row is None or row[1] is None or s["first_id"] is None or s["first_wall"] is None:
+        if row is None or row[1] is None or s["first_wall"] is None:
             continue
         created, started, ttft = float(row[0]), float(row[1]), row[2]
-        published = int(s["first_id"].split("-")[0]) / 1000
-        pieces["submit_rtt"].append(s["submit_ms"])
+        if "submit_ms" in s:
+            pieces["submit_rtt"].append(s["submit_ms"])
         pieces["client_to_row"].append((created - s["t0_wall"]) * 1000)
         pieces["row_to_claim"].append((started - created) * 1000)
-        pieces["claim_to_first_publish"].append((published - started) * 1000)
+        pieces["claim_to_client"].append((s["first_wall"] - started) * 1000)
         if ttft is not None:
             pieces["provider_ttft"].append(float(ttft))
-        pieces["publish_to_client"].append((s["first_wall"] - published) * 1000)
+        if s["first_id"] is not None:  # the Redis entry id: when the worker published
+            published = int(s["first_id"].split("-")[0]) / 1000
+            pieces["claim_to_first_publish"].append((published - started) * 1000)
+            pieces["publish_to_client"].append((s["first_wall"] - published) * 1000)
     return {k: summary(v) for k, v in pieces.items()}
 
 

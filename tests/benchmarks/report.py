@@ -68,9 +68,12 @@ def _breakdown(rows: dict[str, Any], title: str) -> str:
         "claim_to_first_publish": "claim -> first publish (claim txn, provider call, XADD)",
         "provider_ttft": "  of which provider TTFT in the worker (ms resolution)",
         "publish_to_client": "first publish -> SSE token at the client (ms resolution)",
+        "claim_to_client": "claim -> first token at the client (both pieces above)",
     }
     for key, label in names.items():
         piece = rows.get(key) or {}
+        if not piece.get("n"):
+            continue  # not measurable on this path (OpenAI chunks carry no Redis entry id)
         out += f"| {label} | {_f(piece.get('p50'))} | {_f(piece.get('p99'))} |\n"
     return out
 
@@ -185,6 +188,10 @@ def table(results: dict[str, Any]) -> str:
         out += _breakdown(seq["breakdown"], "Service TTFT (two requests), piece by piece")
     if seq and seq.get("breakdown_one_request"):
         out += _breakdown(seq["breakdown_one_request"], "Native one request, piece by piece")
+    if seq and seq.get("breakdown_openai_compat"):
+        out += _breakdown(
+            seq["breakdown_openai_compat"], "`/v1/chat/completions` (openai SDK), piece by piece"
+        )
     if seq:
         counts = seq.get("text_mismatches", {})
         out += f"\nReplies whose text differs from the stub's: {counts}\n"

@@ -226,6 +226,8 @@ class Suite:
                 )
         result["breakdown"] = measure.breakdown(svc)
         result["breakdown_one_request"] = measure.breakdown(one)
+        if series["openai_compat"]:
+            result["breakdown_openai_compat"] = measure.breakdown(series["openai_compat"])
         self.results["sequential"] = result
         log(
             "  TTFT p50 / p99 ms: "
