@@ -34,7 +34,9 @@ class ApiKeyRead(ReadModel):
     name: str
     prefix: str
     created_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(
+        description="When the key last authenticated a request, to the minute"
+    )
 
 
 class ApiKeyCreated(ApiKeyRead):

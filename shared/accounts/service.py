@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -87,13 +88,32 @@ class AccountService:
         return self.get_active(session, user_id) if user_id else None
 
     def user_for_api_key(self, session: Session, key: str) -> User | None:
-        row = session.scalar(
-            select(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
-        )
-        if row is None:
+        # The key and its active user in one query: every API call pays for this one.
+        found = session.execute(
+            select(ApiKey, User)
+            .join(User, User.id == ApiKey.user_id)
+            .where(
+                ApiKey.key_hash == hash_api_key(key),
+                ApiKey.revoked_at.is_(None),
+                User.is_active,
+            )
+        ).one_or_none()
+        if found is None:
             return None
-        row.last_used_at = utcnow()
-        return self.get_active(session, row.user_id)
+        row, user = found
+        now = utcnow()
+        # To the minute: a write on every call would cost each call a commit it may not need.
+        if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_RESOLUTION:
+            row.last_used_at = now
+        return user
+
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 account_service = AccountService()

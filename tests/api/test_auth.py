@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import func, select
 
 from shared.db import session_scope
@@ -96,3 +98,28 @@ def test_register_validation(client):
     assert bad_email.status_code == 422
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(User)) == 0
+
+
+def test_an_api_key_records_its_use_to_the_minute_and_stops_with_its_user(client):
+    headers = register_and_login(client)
+    key = client.post("/auth/api-keys", json={"name": "ci"}, headers=headers).json()["key"]
+    key_headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/auth/api-keys", headers=headers).json()[0]["last_used_at"] is None
+
+    assert client.get("/users/me", headers=key_headers).status_code == 200
+    first = client.get("/auth/api-keys", headers=headers).json()[0]["last_used_at"]
+    assert first is not None
+    assert client.get("/users/me", headers=key_headers).status_code == 200
+    # Used again within the minute: the stored time stays (no write per call).
+    assert client.get("/auth/api-keys", headers=headers).json()[0]["last_used_at"] == first
+    with session_scope() as session:
+        row = session.scalar(select(ApiKey))
+        row.last_used_at -= dt.timedelta(minutes=2)
+        stale = row.last_used_at
+    assert client.get("/users/me", headers=key_headers).status_code == 200
+    with session_scope() as session:
+        assert session.scalar(select(ApiKey.last_used_at)) > stale
+
+    with session_scope() as session:
+        session.scalar(select(User).where(User.email != "")).is_active = False
+    assert client.get("/users/me", headers=key_headers).status_code == 401
