@@ -316,6 +316,30 @@ def submit_many(
     return asyncio.run(_submit_many(base_url, token, chats, model, n))
 
 
+def stored_api_replies(since: float, timeout: float = 10) -> list[dict[str, Any]]:
+    """The replies of `api` chats created after `since` (wall clock), once all are final:
+    status, content and how many usage rows each has."""
+    deadline = time.monotonic() + timeout
+    with closing(pg_connect()) as conn, conn.cursor() as cur:
+        while True:
+            cur.execute(
+                "SELECT m.id::text, m.status, m.content,"
+                " (SELECT count(*) FROM provider_usage u WHERE u.message_id = m.id)"
+                " FROM messages m JOIN chats c ON c.id = m.chat_id"
+                " WHERE c.kind = 'api' AND m.role = 'assistant'"
+                " AND m.created_at >= to_timestamp(%s) ORDER BY m.created_at",
+                (since,),
+            )
+            rows = [
+                {"id": r[0], "status": r[1], "content": r[2], "usage_rows": r[3]}
+                for r in cur.fetchall()
+            ]
+            final = all(r["status"] in ("completed", "failed", "cancelled") for r in rows)
+            if (rows and final) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)
+
+
 def wait_final(ids: list[str], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     with closing(pg_connect()) as conn, conn.cursor() as cur:

@@ -201,8 +201,14 @@ def table(results: dict[str, Any]) -> str:
             out += (
                 "\nLiteLLM proxy with Switchboard's /v1 as its OpenAI-compatible upstream: "
                 f"streamed {len(upstream['text'])} chars, "
-                + ("equal to" if upstream["ok"] else "**different from**")
-                + f" the stub's reply (TTFT {upstream['ttft_ms']:.1f} ms)"
+                + ("equal to" if upstream["text"] == upstream["expected"] else "**different from**")
+                + f" the stub's reply (TTFT {upstream['ttft_ms']:.1f} ms); stored: "
+                + ", ".join(
+                    f"{r['status']} reply, "
+                    f"{'exact' if r['content'] == upstream['expected'] else 'other'} content, "
+                    f"{r['usage_rows']} usage row(s)"
+                    for r in upstream.get("stored", [])
+                )
                 + _mark(upstream["ok"])
                 + "\n"
             )

@@ -264,6 +264,7 @@ class Suite:
         proc, url, key = start_litellm(
             self.stub_url, self.logs, config_text=config, name="litellm-upstream"
         )
+        since = time.time()
         try:
             client = openai.OpenAI(api_key=key, base_url=url, max_retries=0)
             row = measure.direct_once(client, VIA_SWITCHBOARD_MODEL, "through LiteLLM, then us")
@@ -271,9 +272,14 @@ class Suite:
         finally:
             proc.stop()
         expected = reply_text(25)
+        stored = measure.stored_api_replies(since)
         result.update(
             ran=True,
-            ok=row["text"] == expected,
+            stored=stored,
+            ok=row["text"] == expected
+            and len(stored) == 1
+            and stored[0]["content"] == expected
+            and stored[0]["usage_rows"] == 1,
             text=row["text"],
             expected=expected,
             ttft_ms=row["ttft_ms"],
@@ -281,13 +287,15 @@ class Suite:
         )
         log(
             f"  LiteLLM -> Switchboard /v1 -> stub: {len(row['text'])} chars, "
-            f"{'equal to' if result['ok'] else 'DIFFERENT FROM'} the stub's reply_text(25) "
-            f"(TTFT {row['ttft_ms']:.1f} ms, whole {row['total_ms']:.1f} ms)"
+            f"{'equal to' if row['text'] == expected else 'DIFFERENT FROM'} the stub's "
+            f"reply_text(25) (TTFT {row['ttft_ms']:.1f} ms, whole {row['total_ms']:.1f} ms); "
+            f"stored as api calls: {stored}"
         )
         if not result["ok"]:
             # The other parts still run and are written; the run ends in failure (main).
             self.failures.append(
-                f"LiteLLM -> Switchboard streamed {row['text']!r}, expected {expected!r}"
+                f"LiteLLM -> Switchboard streamed {row['text']!r} (expected {expected!r}); "
+                f"stored replies of kind api since: {stored}"
             )
 
     # -- 3: throughput -------------------------------------------------------------------
