@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from api.reply_stream import REPLY_ID_HEADER
 from shared.db import session_scope
 from shared.models import Chat, Message, ProviderUsage
+from shared.settings import get_settings
 from tests.e2e.harness import wait_until
 from tests.helpers import register_and_login
 from tests.stubs import reply_text, word_count
@@ -302,3 +304,20 @@ def test_a_client_that_leaves_mid_stream_still_gets_a_stored_billed_reply(
     assert reply.content == reply_text(40)
     row = _usage_row(reply_id)
     assert (row.completion_tokens, row.status) == (40, "completed")
+
+
+def test_a_chunked_body_over_the_limit_is_request_too_large(
+    http: httpx.Client, sb_key: str
+) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is found while reading
+        yield b'{"model": "anthropic/stub-model", "max_tokens": 5, "messages": [{"role": '
+        yield b'"user", "content": "' + b"x" * (get_settings().MAX_REQUEST_BODY_BYTES + 10)
+        yield b'"}]}'
+
+    response = http.post(
+        "/v1/messages",
+        content=chunks(),
+        headers={"x-api-key": sb_key, "content-type": "application/json"},
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["type"] == "request_too_large"
