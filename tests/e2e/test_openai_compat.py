@@ -13,10 +13,9 @@ from sqlalchemy import select
 
 from api.reply_stream import REPLY_ID_HEADER
 from shared.db import session_scope
-from shared.models import Chat, Message, PoolDeployment, ProviderUsage
-from shared.providers.directory import bump_version, lock_catalog, provider_directory
-from shared.settings import get_settings
+from shared.models import Chat, Message, ProviderUsage
 from tests.e2e.harness import wait_until
+from tests.e2e.test_fallback import set_pool
 from tests.helpers import register_and_login
 from tests.stubs import reply_text
 
@@ -286,25 +285,12 @@ def test_a_stream_that_fails_after_tokens_ends_with_an_error_line(
     assert stored["status"] == "failed" and stored["content"].startswith("tok0")
 
 
-def _set_pool(name: str, deployments: list[tuple[str, str, int]]) -> None:
-    """As the admin API writes it: under the catalog lock, then a change notice."""
-    with session_scope() as session:
-        bump_version(session, lock_catalog(session))
-        for provider, model, weight in deployments:
-            session.add(
-                PoolDeployment(
-                    pool_name=name, provider_name=provider, model_name=model, weight=weight
-                )
-            )
-    provider_directory.publish_change(get_settings())
-
-
 def test_a_restart_after_tokens_ends_the_stream_and_the_reply_completes_on_the_fallback(
     client: openai.OpenAI, http: httpx.Client, sb_key: str
 ) -> None:
     # A pool whose heavy deployment fails after three tokens: the reply restarts on the other
     # (the chance the light one is tried first is one in a million).
-    _set_pool("openai-compat-restart", [("openai", "fault-cut", 10**6), (*FALLBACK, 1)])
+    set_pool("openai-compat-restart", [("openai", "fault-cut", 10**6), (*FALLBACK, 1)])
     model = "pool:openai-compat-restart"
     wait_until(lambda: model in {m.id for m in client.models.list()}, 15, interval=0.2)
 

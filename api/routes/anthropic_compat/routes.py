@@ -7,18 +7,17 @@ API's handlers in api/errors.py stay as they are for every other route.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.compat_route import error_mapping_route
 from api.deps import Auth, SettingsDep, oauth2_scheme, run_in_session
 from api.reply_stream import (
     REPLY_ID_HEADER,
@@ -96,23 +95,9 @@ def error_response(exc: Exception) -> JSONResponse | None:
     return None
 
 
-class AnthropicRoute(APIRoute):
-    """Catches this route's errors (body validation and authentication included, which
-    happen inside the route handler) before the app-wide handlers see them."""
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def route_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:
-                response = error_response(exc)
-                if response is None:
-                    raise
-                return response
-
-        return route_handler
+# Errors of this route only (body validation and authentication included, which happen
+# inside the route handler) are answered in Anthropic's shape.
+AnthropicRoute = error_mapping_route(error_response)
 
 
 class AnthropicAuth(Auth):

@@ -9,13 +9,12 @@ error shape (api/errors.py) stay as they are for every other path.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
 
+from api.compat_route import error_mapping_route
 from api.deps import AuthDep, current_user, run_in_session
 from api.reply_stream import (
     DELETED_ERROR,
@@ -51,20 +50,12 @@ from workers.celery_app import enqueue_generation
 VIRTUAL_OWNER = "switchboard"
 
 
-class OpenAIRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
+def _openai_response(exc: Exception) -> Response | None:
+    error = openai_error(exc)
+    return error_response(error) if error is not None else None
 
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:
-                error = openai_error(exc)
-                if error is None:
-                    raise  # a bug: the app's own handlers answer it (a logged 500)
-                return error_response(error)
 
-        return handle
+OpenAIRoute = error_mapping_route(_openai_response)
 
 
 def _error(description: str) -> dict[str, Any]:
