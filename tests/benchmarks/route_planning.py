@@ -20,9 +20,9 @@ os.environ["REDIS_URL"] = os.environ.get("BENCH_ROUTING_REDIS_URL", "redis://127
 os.environ.update(
     {
         "DEFAULT_PROVIDER": "echo",
-        "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+        "OPENAI_API_KEY": "sk-fake-bench-key",
         "OPENAI_MODELS": "gpt-4,gpt-3.5-turbo",
-        "ANTHROPIC_API_KEY": "sk-ant-bench-not-a-real-key",
+        "ANTHROPIC_API_KEY": "sk-ant-fake-bench-key",
     }
 )
 
