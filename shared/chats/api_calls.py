@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from shared.chats.submission import Enqueue, Submitted, submission_service
+from shared.chats.submission import Enqueue, Submitted, question_and_reply, submission_service
 from shared.errors import AppError, BadRequest
-from shared.models import Chat, Message, ReplyStatus, User
+from shared.models import Chat, ReplyStatus, User
 from shared.models.base import utcnow
 from shared.providers.base import Message as ProviderMessage
 from shared.providers.directory import current_catalog
@@ -105,30 +104,14 @@ class ApiCallService:
             created_at=now,
             updated_at=now,
         )
-        asked = Message(
-            id=uuid.uuid4(),
-            chat_id=chat.id,
-            role="user",
-            content=question,
-            created_at=now,
-            updated_at=now,
-        )
-        reply = Message(
-            id=uuid.uuid4(),
-            chat_id=chat.id,
-            role="assistant",
-            content="",
-            status=ReplyStatus.queued,
-            provider_name=target.provider,
-            model_name=target.model,
+        asked, reply = question_and_reply(
+            chat.id,
+            question,
+            plan,
+            now,
             temperature=call.temperature,
             max_tokens=call.max_tokens,
-            reply_to_id=asked.id,
             prompt=[m.model_dump() for m in call.messages],
-            routing=plan.as_json() if len(plan.chain) > 1 or plan.why else None,
-            created_at=now + timedelta(microseconds=1),
-            updated_at=now,
-            enqueued_at=now,
         )
         session.add(chat)
         session.flush()  # the chat first: the messages' foreign key names it

@@ -8,7 +8,8 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +22,7 @@ from shared.models import Message, ReplyStatus, User
 from shared.models.base import utcnow
 from shared.providers.directory import current_catalog
 from shared.routing.options import RoutingOptions
-from shared.routing.plan import plan_route
+from shared.routing.plan import RoutePlan, plan_route
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,55 @@ def request_fingerprint(
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
+def question_and_reply(
+    chat_id: uuid.UUID,
+    text: str,
+    plan: RoutePlan,
+    now: datetime,
+    *,
+    temperature: float | None,
+    max_tokens: int | None,
+    prompt: list[dict[str, Any]] | None = None,
+    **question_fields: Any,
+) -> tuple[Message, Message]:
+    """The user's message and its queued reply, to the route's first target.
+
+    Ids and times are set here so both rows go out in one INSERT; the reply sorts after the
+    message it answers.
+    """
+    target = plan.first
+    question = Message(
+        id=uuid.uuid4(),
+        chat_id=chat_id,
+        role="user",
+        content=text,
+        created_at=now,
+        updated_at=now,
+        **question_fields,
+    )
+    reply = Message(
+        id=uuid.uuid4(),
+        created_at=now + timedelta(microseconds=1),
+        updated_at=now,
+        chat_id=chat_id,
+        role="assistant",
+        content="",
+        status=ReplyStatus.queued,
+        provider_name=target.provider,
+        model_name=target.model,
+        # Only a route with somewhere to go next, or a reason, is worth a row's bytes.
+        routing=plan.as_json() if len(plan.chain) > 1 or plan.why or plan.cache else None,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        reply_to_id=question.id,
+        prompt=prompt,
+        # Set before the send, in the same INSERT: the redelivery sweeper must never see a
+        # queued reply without it and take it for one whose job was lost.
+        enqueued_at=now,
+    )
+    return question, reply
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     message_id: uuid.UUID
@@ -134,37 +184,16 @@ class SubmissionService:
             options=routing.over(chat_options) if routing is not None else chat_options,
         )
         target = plan.first
-        # Ids and times set here so both rows go out in one INSERT; the reply sorts after
-        # the message it answers.
         now = utcnow()
-        user_message = Message(
-            id=uuid.uuid4(),
-            chat_id=chat.id,
-            role="user",
-            content=text,
-            idempotency_key=idempotency_key,
-            request_fingerprint=fingerprint,
-            created_at=now,
-            updated_at=now,
-        )
-        reply = Message(
-            id=uuid.uuid4(),
-            created_at=now + timedelta(microseconds=1),
-            updated_at=now,
-            chat_id=chat.id,
-            role="assistant",
-            content="",
-            status=ReplyStatus.queued,
-            provider_name=target.provider,
-            model_name=target.model,
-            # Only a route with somewhere to go next, or a reason, is worth a row's bytes.
-            routing=plan.as_json() if len(plan.chain) > 1 or plan.why or plan.cache else None,
+        user_message, reply = question_and_reply(
+            chat.id,
+            text,
+            plan,
+            now,
             temperature=temperature,
             max_tokens=max_tokens,
-            reply_to_id=user_message.id,
-            # Set before the send, in the same INSERT: the redelivery sweeper must never see a
-            # queued reply without it and take it for one whose job was lost.
-            enqueued_at=now,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
         )
         session.add_all([user_message, reply])
         chat.updated_at = now

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from contextlib import closing, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,44 @@ def direct_once(client: Any, model: str, text: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class ReplyRead:
+    """What a client read of a reply's SSE stream: when its first token came, and the text."""
+
+    first: float | None = None  # perf_counter
+    first_wall: float | None = None
+    first_id: str | None = None
+    parts: list[str] = field(default_factory=list)
+    end: str = ""  # "done" or "error" once the stream ended with one
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def read_reply_events(stream: httpx.Response) -> ReplyRead:
+    """Read a reply's SSE stream to its end event, timing the first `token`."""
+    read = ReplyRead()
+    event, event_id = "", None
+    for line in stream.iter_lines():
+        if line == "":
+            event, event_id = "", None
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            if event == "token":
+                if read.first is None:
+                    read.first, read.first_wall = time.perf_counter(), time.time()
+                    read.first_id = event_id
+                read.parts.append(json.loads(line[5:])["delta"])
+            elif event in ("done", "error"):
+                read.end = event
+                break
+    return read
+
+
 def service_once(
     http: httpx.Client, headers: dict[str, str], chat_id: str, model: str, text: str
 ) -> dict[str, Any]:
@@ -91,37 +130,19 @@ def service_once(
     submitted = time.perf_counter()
     response.raise_for_status()
     body = response.json()
-    first = first_wall = None
-    first_id = None
-    parts: list[str] = []
-    event, event_id = "", None
     with http.stream("GET", body["stream_url"], headers=headers) as stream:
-        for line in stream.iter_lines():
-            if line == "":
-                event, event_id = "", None
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("data:"):
-                if event == "token":
-                    if first is None:
-                        first, first_wall = time.perf_counter(), time.time()
-                        first_id = event_id
-                    parts.append(json.loads(line[5:])["delta"])
-                elif event in ("done", "error"):
-                    break
+        read = read_reply_events(stream)
     end = time.perf_counter()
     return {
         "reply_id": body["reply_id"],
-        "ok": event == "done",
+        "ok": read.end == "done",
         "t0_wall": t0_wall,
         "submit_ms": (submitted - start) * 1000,
-        "ttft_ms": ((first or end) - start) * 1000,
+        "ttft_ms": ((read.first or end) - start) * 1000,
         "total_ms": (end - start) * 1000,
-        "first_wall": first_wall,
-        "first_id": first_id,
-        "text": "".join(parts),
+        "first_wall": read.first_wall,
+        "first_id": read.first_id,
+        "text": read.text,
     }
 
 
@@ -132,10 +153,6 @@ def one_request_once(
     stream in the answer; time to the first `token` event (httpx streaming)."""
     t0_wall = time.time()
     start = time.perf_counter()
-    first = first_wall = None
-    first_id = None
-    parts: list[str] = []
-    event, event_id = "", None
     with http.stream(
         "POST",
         f"/chats/{chat_id}/messages",
@@ -145,32 +162,18 @@ def one_request_once(
         answered = time.perf_counter()  # status and headers in: the submit is done
         stream.raise_for_status()
         reply_id = stream.headers.get("x-switchboard-reply-id")
-        for line in stream.iter_lines():
-            if line == "":
-                event, event_id = "", None
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("data:"):
-                if event == "token":
-                    if first is None:
-                        first, first_wall = time.perf_counter(), time.time()
-                        first_id = event_id
-                    parts.append(json.loads(line[5:])["delta"])
-                elif event in ("done", "error"):
-                    break
+        read = read_reply_events(stream)
     end = time.perf_counter()
     return {
         "reply_id": reply_id,
-        "ok": event == "done",
+        "ok": read.end == "done",
         "t0_wall": t0_wall,
         "submit_ms": (answered - start) * 1000,
-        "ttft_ms": ((first or end) - start) * 1000,
+        "ttft_ms": ((read.first or end) - start) * 1000,
         "total_ms": (end - start) * 1000,
-        "first_wall": first_wall,
-        "first_id": first_id,
-        "text": "".join(parts),
+        "first_wall": read.first_wall,
+        "first_id": read.first_id,
+        "text": read.text,
     }
 
 

@@ -199,15 +199,16 @@ def litellm_available() -> tuple[bool, str]:
     return True, ""
 
 
-def litellm_config(stub_url: str) -> str:
+def _litellm_config(models: list[tuple[str, str, str, str]]) -> str:
+    """A LiteLLM proxy config: (name clients ask for, LiteLLM model, api_base, api_key)."""
     lines = ["model_list:"]
-    for model in MODELS:
+    for name, model, api_base, api_key in models:
         lines += [
-            f'  - model_name: "{model}"',
+            f'  - model_name: "{name}"',
             "    litellm_params:",
-            f'      model: "openai/{model}"',
-            f'      api_base: "{stub_url}"',
-            f'      api_key: "{FAKE_KEY}"',
+            f'      model: "{model}"',
+            f'      api_base: "{api_base}"',
+            f'      api_key: "{api_key}"',
         ]
     lines += [
         "litellm_settings:",
@@ -222,6 +223,10 @@ def litellm_config(stub_url: str) -> str:
     return "\n".join(lines)
 
 
+def litellm_config(stub_url: str) -> str:
+    return _litellm_config([(model, f"openai/{model}", stub_url, FAKE_KEY) for model in MODELS])
+
+
 # The model a client asks the LiteLLM proxy in front of Switchboard for.
 VIA_SWITCHBOARD_MODEL = "via-switchboard"
 
@@ -232,24 +237,7 @@ def litellm_upstream_config(switchboard_v1: str, api_key: str, model: str) -> st
     `openai/<provider>/<model>` in LiteLLM's notation: the `openai/` prefix picks its
     OpenAI-compatible client and is stripped, so Switchboard receives `<provider>/<model>`.
     """
-    return "\n".join(
-        [
-            "model_list:",
-            f'  - model_name: "{VIA_SWITCHBOARD_MODEL}"',
-            "    litellm_params:",
-            f'      model: "openai/{model}"',
-            f'      api_base: "{switchboard_v1}"',
-            f'      api_key: "{api_key}"',
-            "litellm_settings:",
-            "  set_verbose: false",
-            "  turn_off_message_logging: true",
-            "  telemetry: false",
-            "  drop_params: true",
-            "general_settings:",
-            "  disable_spend_logs: true",
-            "",
-        ]
-    )
+    return _litellm_config([(VIA_SWITCHBOARD_MODEL, f"openai/{model}", switchboard_v1, api_key)])
 
 
 def start_litellm(
