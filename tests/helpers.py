@@ -108,6 +108,7 @@ def empty_tables() -> None:
     """Every table emptied, as `db_clean` leaves them (API and worker processes commit for
     real, so a module with its own processes cleans up after itself the same way)."""
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     from shared.db import get_engine
     from shared.models import Base
@@ -120,5 +121,19 @@ def empty_tables() -> None:
         (t.name for t in Base.metadata.sorted_tables), key=lambda n: n != "provider_catalog"
     )
     tables = ", ".join(names)
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    # A worker may still be storing a reply a test did not wait for (its UPDATE and the
+    # foreign-key checks of its usage row lock tables in another order): PostgreSQL then
+    # breaks the deadlock by aborting one side, and the remedy it documents is to run the
+    # aborted transaction again.
+    for attempt in range(DEADLOCK_ATTEMPTS):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError as exc:
+            deadlocked = "deadlock detected" in str(exc.orig)
+            if not deadlocked or attempt == DEADLOCK_ATTEMPTS - 1:
+                raise
+
+
+DEADLOCK_ATTEMPTS = 3

@@ -87,4 +87,9 @@ def test_without_the_accept_header_the_submission_is_a_202_naming_its_reply(http
     chat_id = _chat(http, headers, "stub-model+tokens=8")
     accepted = http.post(f"/chats/{chat_id}/messages", json={"message": "hi"}, headers=headers)
     assert accepted.status_code == 202
-    assert accepted.headers["x-switchboard-reply-id"] == accepted.json()["reply_id"]
+    reply_id = accepted.json()["reply_id"]
+    assert accepted.headers["x-switchboard-reply-id"] == reply_id
+    # The header names the reply that is then generated (and nothing is left running when the
+    # tables are emptied after the test).
+    stream = read_sse_within(http, f"/messages/{reply_id}/stream", headers, 20)
+    assert stream.text == reply_text(8) and stream.last.event == "done"
