@@ -29,7 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "0001_baseline"
-HEAD = "0009_api_calls"
+HEAD = "0010_stop_sequences"
 LEGACY_MODEL = "llama-legacy:7b-q4"
 
 BASELINE_TABLES = {"users", "system_prompts", "chats", "messages"}
@@ -74,6 +74,7 @@ ADDED_MESSAGE_COLUMNS = {
     "route_step",
     "rating",
     "prompt",
+    "stop",
 }
 
 

@@ -59,6 +59,7 @@ class Claim(StoredFor):
 
     temperature: float | None
     max_tokens: int | None
+    stop: list[str] | None
     messages: list[ProviderMessage]
     plan: RoutePlan
 
@@ -153,7 +154,12 @@ def run_generation(
     key = None
     if claim.plan.cache:
         key = cache_key(
-            claim.provider, claim.model, claim.messages, claim.temperature, claim.max_tokens
+            claim.provider,
+            claim.model,
+            claim.messages,
+            claim.temperature,
+            claim.max_tokens,
+            claim.stop,
         )
         if (hit := cached_replies.lookup(key)) is not None:
             metrics.record_cache_hit(claim.provider, claim.model)
@@ -219,6 +225,7 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
                 Message.model_name,
                 Message.temperature,
                 Message.max_tokens,
+                Message.stop,
                 Message.created_at,
                 Message.reply_to_id,
                 Message.route_step,
@@ -250,6 +257,7 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
         step=row.route_step,
         temperature=row.temperature,
         max_tokens=row.max_tokens,
+        stop=row.stop,
         messages=messages,
         plan=RoutePlan.from_json(row.routing, row.provider_name, row.model_name),
     )
@@ -338,6 +346,7 @@ def _stream(
                 claim.model,
                 temperature=claim.temperature,
                 max_tokens=claim.max_tokens,
+                stop=claim.stop,
             )
             for event in events:
                 watch.touch()

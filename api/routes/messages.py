@@ -104,6 +104,7 @@ async def submit_message(
         idempotency_key=idempotency_key,
         enqueue=enqueue_generation,
         routing=body.routing,
+        stop=body.stop,
     )
     accepted = _accepted(submitted)
     reply_header = {REPLY_ID_HEADER: str(submitted.reply_id)}

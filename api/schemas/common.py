@@ -13,6 +13,9 @@ from pydantic import (
 )
 
 from shared.pricing import format_cost
+from shared.providers.base import MAX_STOP_SEQUENCES
+
+MAX_STOP_CHARS = 200
 
 
 def _json_integer(value: Any) -> Any:
@@ -31,6 +34,11 @@ StrictBool = Annotated[bool, Field(strict=True)]
 JSON_INTEGER = BeforeValidator(_json_integer)
 # Strict float still takes JSON integers (`1` for 1.0), but no longer booleans.
 StrictFloat = Annotated[float, Field(strict=True)]
+
+# Stop sequences, as OpenAI's and Anthropic's APIs bound them. An empty one would end every
+# reply before its first character.
+StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+StopSequences = Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)]
 
 # Costs keep 12 decimals; shown in plain notation ("0.000000035", never "3.5E-8").
 Cost = Annotated[Decimal, PlainSerializer(format_cost, return_type=str, when_used="json")]

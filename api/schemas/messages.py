@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import JSON_INTEGER, Cost, StrictFloat, StrictModel
+from api.schemas.common import JSON_INTEGER, Cost, StopSequences, StrictFloat, StrictModel
 from shared.routing.options import RoutingOptions
 
 
@@ -98,6 +98,9 @@ class ChatRequest(StrictModel):
     )
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: Annotated[int, Field(ge=1, le=200_000), JSON_INTEGER] | None = None
+    stop: StopSequences | None = Field(
+        default=None, description="Up to 4 sequences the reply ends at (not included in it)"
+    )
     routing: RoutingOptions | None = Field(
         default=None, description="Overrides the chat's routing options, field by field"
     )

@@ -36,6 +36,7 @@ class ApiCall:
     messages: list[ProviderMessage]
     temperature: float | None = None
     max_tokens: int | None = None
+    stop: list[str] | None = None
 
 
 def resolve_model(catalog: Catalog, spec: str) -> tuple[str | None, str]:
@@ -111,6 +112,7 @@ class ApiCallService:
             now,
             temperature=call.temperature,
             max_tokens=call.max_tokens,
+            stop=call.stop,
             prompt=[m.model_dump() for m in call.messages],
         )
         session.add(chat)

@@ -59,12 +59,13 @@ def request_fingerprint(
     temperature: float | None,
     max_tokens: int | None,
     routing: RoutingOptions | None = None,
+    stop: list[str] | None = None,
 ) -> str:
     """sha256 of the submitted body's fields, compared when an Idempotency-Key comes again.
 
     ASCII-escaped JSON, so any text (lone surrogates too) encodes, and equal bodies always
-    give equal bytes. `routing` only counts when given, so bodies without it keep the
-    fingerprints stored before it existed.
+    give equal bytes. `routing` and `stop` only count when given, so bodies without them keep
+    the fingerprints stored before they existed.
     """
     fields: dict[str, object] = {
         "message": text,
@@ -75,6 +76,8 @@ def request_fingerprint(
     }
     if routing is not None:
         fields["routing"] = routing.as_json()
+    if stop:
+        fields["stop"] = stop
     canonical = json.dumps(
         fields,
         sort_keys=True,
@@ -91,6 +94,7 @@ def question_and_reply(
     *,
     temperature: float | None,
     max_tokens: int | None,
+    stop: list[str] | None = None,
     prompt: list[dict[str, Any]] | None = None,
     **question_fields: Any,
 ) -> tuple[Message, Message]:
@@ -123,6 +127,7 @@ def question_and_reply(
         routing=plan.as_json() if len(plan.chain) > 1 or plan.why or plan.cache else None,
         temperature=temperature,
         max_tokens=max_tokens,
+        stop=stop or None,
         reply_to_id=question.id,
         prompt=prompt,
         # Set before the send, in the same INSERT: the redelivery sweeper must never see a
@@ -157,6 +162,7 @@ class SubmissionService:
         idempotency_key: str | None,
         enqueue: Enqueue,
         routing: RoutingOptions | None = None,
+        stop: list[str] | None = None,
     ) -> Submitted:
         """Commits before enqueueing, so a worker never looks for a row that is not there yet.
 
@@ -166,7 +172,7 @@ class SubmissionService:
         fingerprint = None
         if idempotency_key is not None:
             fingerprint = request_fingerprint(
-                text, provider, model, temperature, max_tokens, routing
+                text, provider, model, temperature, max_tokens, routing, stop
             )
             previous = self._replay(session, chat_id, idempotency_key, fingerprint, enqueue)
             if previous is not None:
@@ -192,6 +198,7 @@ class SubmissionService:
             now,
             temperature=temperature,
             max_tokens=max_tokens,
+            stop=stop,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
         )

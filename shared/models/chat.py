@@ -127,5 +127,7 @@ class Message(UUIDPrimaryKey, Timestamps, Base):
     # Replies to a compatible-API call: the conversation exactly as the call sent it, which
     # the worker sends as it is (such a chat has no history of its own).
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    # Replies: the stop sequences the provider is asked to end the reply at.
+    stop: Mapped[list[str] | None] = mapped_column(JSONType)
     # A user's thumbs up (1) or down (-1) on a reply.
     rating: Mapped[int | None] = mapped_column(SmallInteger)

@@ -47,7 +47,7 @@ from shared.providers.openai import NO_KEY_PLACEHOLDER, make_http_client, make_t
 
 FALLBACK_MAX_TOKENS = 4096
 # Anthropic's stop reasons, in the OpenAI vocabulary the rest of the app uses.
-_FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+_FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop_sequence", "max_tokens": "length"}
 
 
 class AnthropicProvider(BaseProvider):
@@ -73,6 +73,7 @@ class AnthropicProvider(BaseProvider):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> dict[str, Any]:
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         limit = (
@@ -91,6 +92,8 @@ class AnthropicProvider(BaseProvider):
         }
         if system:
             kwargs["system"] = system
+        if stop:
+            kwargs["stop_sequences"] = stop
         if temperature is not None:
             # anthropic 2.x dropped `temperature` from `messages.create` (newer models reject
             # sampling parameters), so it is sent raw, and only when a caller asks for it:
@@ -104,8 +107,9 @@ class AnthropicProvider(BaseProvider):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> Iterator[StreamEvent]:
-        kwargs = self._request_kwargs(messages, model, temperature, max_tokens)
+        kwargs = self._request_kwargs(messages, model, temperature, max_tokens, stop)
         try:
             stream = self._client.messages.create(**kwargs)
         except anthropic.AnthropicError as exc:

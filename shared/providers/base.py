@@ -6,6 +6,7 @@ keeps hundreds of generations in flight without an event loop in every adapter.
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import threading
@@ -17,9 +18,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from shared.providers.errors import ProviderError
+from shared.providers.errors import ProviderBadRequest, ProviderError
 
 MAX_RETRY_SLEEP_SECONDS = 60.0
+# OpenAI's and Anthropic's APIs both take up to 4 stop sequences per request.
+MAX_STOP_SEQUENCES = 4
 
 
 class ProviderConfig(BaseModel):
@@ -251,8 +254,14 @@ class BaseProvider(ABC):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> Iterator[StreamEvent]:
         """One attempt: yield TextDelta items, then exactly one StreamEnd.
+
+        `stop`: sequences that end the reply where the model would write one (not included
+        in the text); a StreamEnd's finish reason is then `stop_sequence` when the provider
+        says so, else `stop`. Adapters written before it existed may leave the parameter out:
+        they are never given one (`takes_stop`).
 
         Yield a UsageReport as soon as the provider reports a count (before or between the
         deltas), so a stream that fails later still keeps it, and at most one RateLimitReport
@@ -263,6 +272,11 @@ class BaseProvider(ABC):
     @abstractmethod
     def list_models(self) -> list[dict[str, Any]]:
         """Models the provider itself offers (may call the provider)."""
+
+    @classmethod
+    def takes_stop(cls) -> bool:
+        """Whether this adapter's `_stream` accepts stop sequences."""
+        return "stop" in inspect.signature(cls._stream).parameters
 
     def validate_model(self, model: str) -> bool:
         """Whether `model` is one this deployment allows for this provider (no network)."""
@@ -287,6 +301,7 @@ class BaseProvider(ABC):
         model: str,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[StreamEvent]:
         """Stream a reply, retrying retryable errors until the first delta has been yielded.
@@ -303,6 +318,14 @@ class BaseProvider(ABC):
         RateLimitReports pass straight through (one per attempt that got response headers):
         they describe the account's limits, which a retried attempt saw just the same.
         """
+        extra: dict[str, Any] = {}
+        if stop:
+            if not self.takes_stop():
+                raise ProviderBadRequest(
+                    "this provider's adapter does not support stop sequences",
+                    provider=self.config.name,
+                )
+            extra["stop"] = stop
         attempt = 0
         self._inflight.acquire()
         try:
@@ -311,7 +334,7 @@ class BaseProvider(ABC):
                 retry_left = attempt < self.config.max_retries
                 held: UsageReport | None = None
                 try:
-                    for event in self._stream(messages, model, temperature, max_tokens):
+                    for event in self._stream(messages, model, temperature, max_tokens, **extra):
                         if isinstance(event, RateLimitReport):
                             yield event  # not text and not this reply's counts: never held
                             continue
@@ -344,11 +367,13 @@ class BaseProvider(ABC):
         model: str,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> ChatResponse:
         parts: list[str] = []
         end: StreamEnd | None = None
-        for event in self.generate_streaming_response(messages, model, temperature, max_tokens):
+        events = self.generate_streaming_response(messages, model, temperature, max_tokens, stop)
+        for event in events:
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, StreamEnd):

@@ -28,16 +28,27 @@ class EchoProvider(BaseProvider):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> Iterator[StreamEvent]:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         words = f"Echo: {last_user}".split(" ")
         delay = float(self.config.option("token_delay_ms", 0.0)) / 1000
         limit = max_tokens if max_tokens is not None else len(words)
+        finish = "length" if limit < len(words) else "stop"
+        sent = ""
         for index, word in enumerate(words[:limit]):
+            piece = word if index == 0 else " " + word
+            if stop and (cut := _stop_at(sent + piece, stop)) is not None:
+                # The text before the sequence still goes out, as a model's would.
+                partial = piece[: cut - len(sent)]
+                if partial:
+                    yield TextDelta(partial)
+                limit, finish = index + bool(partial), "stop_sequence"
+                break
             if delay:
                 time.sleep(delay)
-            yield TextDelta(word if index == 0 else " " + word)
-        finish = "length" if limit < len(words) else "stop"
+            sent += piece
+            yield TextDelta(piece)
         # Echo has no tokenizer: the prompt is our ~4-characters estimate, while the reply's
         # "tokens" are exactly the words it streamed.
         usage = Usage(
@@ -47,3 +58,9 @@ class EchoProvider(BaseProvider):
 
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": m, "display_name": self.display_name} for m in self.config.models]
+
+
+def _stop_at(text: str, stop: list[str]) -> int | None:
+    """Where the first stop sequence in `text` begins, if any does."""
+    found = [at for sequence in stop if sequence and (at := text.find(sequence)) >= 0]
+    return min(found) if found else None

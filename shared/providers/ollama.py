@@ -80,6 +80,7 @@ class OllamaProvider(BaseProvider):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> Iterator[StreamEvent]:
         options: dict[str, Any] = {
             "temperature": self.config.temperature if temperature is None else temperature
@@ -87,6 +88,8 @@ class OllamaProvider(BaseProvider):
         limit = max_tokens if max_tokens is not None else self.config.max_tokens
         if limit is not None:
             options["num_predict"] = limit
+        if stop:
+            options["stop"] = stop
         body = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],

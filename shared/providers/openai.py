@@ -114,6 +114,7 @@ class OpenAIProvider(BaseProvider):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": model,
@@ -127,6 +128,8 @@ class OpenAIProvider(BaseProvider):
         if limit is not None:
             # Compatible servers (vLLM, llama.cpp, Ollama's /v1) still only read max_tokens.
             kwargs["max_tokens"] = limit
+        if stop:
+            kwargs["stop"] = stop
         return kwargs
 
     def _stream(
@@ -135,8 +138,9 @@ class OpenAIProvider(BaseProvider):
         model: str,
         temperature: float | None,
         max_tokens: int | None,
+        stop: list[str] | None = None,
     ) -> Iterator[StreamEvent]:
-        kwargs = self._request_kwargs(messages, model, temperature, max_tokens)
+        kwargs = self._request_kwargs(messages, model, temperature, max_tokens, stop)
         try:
             response = self._client.chat.completions.with_raw_response.create(**kwargs)
         except openai.OpenAIError as exc:

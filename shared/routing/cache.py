@@ -32,15 +32,19 @@ def cache_key(
     messages: Sequence[Message],
     temperature: float | None,
     max_tokens: int | None,
+    stop: list[str] | None = None,
 ) -> str:
+    fields: dict[str, object] = {
+        "provider": provider,
+        "model": model,
+        "messages": [[m.role, m.content] for m in messages],
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    if stop:  # only when given: keys cached before stop sequences existed stay valid
+        fields["stop"] = stop
     canonical = json.dumps(
-        {
-            "provider": provider,
-            "model": model,
-            "messages": [[m.role, m.content] for m in messages],
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        },
+        fields,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,

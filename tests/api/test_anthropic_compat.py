@@ -100,6 +100,9 @@ def test_a_bad_key_is_refused_before_a_bad_body_is_read(client: Any) -> None:
         ({"model": ""}, "model"),
         ({"tools": [{"name": "search"}]}, "tools"),
         ({"stream": "yes"}, "stream"),
+        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences"),
+        ({"stop_sequences": [""]}, "stop_sequences"),
+        ({"stop_sequences": "END"}, "stop_sequences"),
     ],
 )
 def test_body_errors_are_invalid_request_errors(
@@ -128,7 +131,6 @@ def test_a_body_that_is_not_json_is_an_invalid_request_error(client: Any, sb_key
             "only text content blocks",
         ),
         ({"system": [{"type": "document", "text": "x"}]}, "system.0"),
-        ({"stop_sequences": ["\n\nHuman:"]}, "stop sequences"),
         ({"messages": [{"role": "user", "content": ""}]}, "must not be empty"),
         (
             {

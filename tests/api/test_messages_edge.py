@@ -143,12 +143,38 @@ def test_idempotency_key_with_another_body_is_409_and_the_same_body_replays(http
 
     same = _submit(http, headers | key, chat_id, message="one", temperature=0.5)
     assert (same["message_id"], same["reply_id"]) == (first["message_id"], first["reply_id"])
-    for changed in ({"message": "two"}, {"message": "one", "temperature": 0.7}):
+    for changed in (
+        {"message": "two"},
+        {"message": "one", "temperature": 0.7},
+        {"message": "one", "temperature": 0.5, "stop": ["x"]},
+    ):
         other = http.post(f"/chats/{chat_id}/messages", json=changed, headers=headers | key)
         assert other.status_code == 409, other.text
         assert "Idempotency-Key" in other.json()["detail"]
     listed = http.get(f"/chats/{chat_id}/messages", headers=headers).json()
     assert [m["content"] for m in listed["data"] if m["role"] == "user"] == ["one"]
+
+
+@pytest.mark.parametrize(
+    "stop", [["a", "b", "c", "d", "e"], [""], "END", ["x" * 201], ["a\x00"]], ids=str
+)
+def test_bad_stop_sequences_are_422_and_store_nothing(http, stop):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers)
+    answer = http.post(
+        f"/chats/{chat_id}/messages", json={"message": "hi", "stop": stop}, headers=headers
+    )
+    assert answer.status_code == 422, answer.text
+    assert http.get(f"/chats/{chat_id}/messages", headers=headers).json()["count"] == 0
+
+
+def test_stop_sequences_are_kept_on_the_reply(http):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers)
+    accepted = _submit(http, headers, chat_id, message="hi", stop=["\n\n", "END"])
+    with session_scope() as session:
+        reply = session.get(Message, uuid.UUID(accepted["reply_id"]))
+        assert reply is not None and reply.stop == ["\n\n", "END"]
 
 
 def test_wait_true_with_under_a_millisecond_left_still_answers(database, db_clean, log_dir):

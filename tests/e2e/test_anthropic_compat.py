@@ -227,15 +227,39 @@ def test_a_wrong_key_is_an_authentication_error(api_url: str, http: httpx.Client
         )
 
 
-def test_stop_sequences_are_refused(client: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.BadRequestError) as raised:
-        client.messages.create(
-            model="anthropic/stub-model",
-            max_tokens=50,
-            stop_sequences=["END"],
-            messages=[{"role": "user", "content": QUESTION}],
-        )
-    assert "stop sequences" in str(raised.value)
+def test_a_stop_sequence_ends_the_reply_and_is_named(client: anthropic.Anthropic) -> None:
+    raw = client.messages.with_raw_response.create(
+        model="anthropic/stub-model",
+        max_tokens=50,
+        stop_sequences=[" tok3"],
+        messages=[{"role": "user", "content": QUESTION}],
+    )
+    message = raw.parse()
+    assert [block.text for block in message.content if block.type == "text"] == [reply_text(3)]
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", " tok3")
+    assert message.usage.output_tokens == 3
+    reply, _ = _reply(raw.headers[REPLY_ID_HEADER])
+    assert (reply.content, reply.stop, reply.finish_reason) == (
+        reply_text(3),
+        [" tok3"],
+        "stop_sequence",
+    )
+    assert _usage_row(raw.headers[REPLY_ID_HEADER]).completion_tokens == 3
+
+
+def test_stop_sequences_on_a_stream_to_an_openai_provider(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(
+        model="openai/stub-model",
+        max_tokens=50,
+        stop_sequences=[" tok4", "zz"],
+        messages=[{"role": "user", "content": QUESTION}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == reply_text(4)
+    # OpenAI's API says `stop` whether a sequence or the model ended the reply.
+    assert (final.stop_reason, final.stop_sequence) == ("end_turn", None)
+    assert final.usage.output_tokens == 4
 
 
 @pytest.mark.parametrize("stream", [False, True])

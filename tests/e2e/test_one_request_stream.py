@@ -47,6 +47,23 @@ def test_the_submission_answers_with_the_reply_stream(http, worker):
     assert [(e.id, e.event) for e in again.events] == [(e.id, e.event) for e in events]
 
 
+def test_stop_sequences_end_the_native_reply(http, worker):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers, "stub-model+tokens=8")
+    with http.stream(
+        "POST",
+        f"/chats/{chat_id}/messages",
+        json={"message": "hi", "stop": [" tok5"]},
+        headers=headers | {"Accept": "text/event-stream"},
+    ) as answer:
+        reply_id = answer.headers["x-switchboard-reply-id"]
+        events = list(iter_sse(answer.iter_lines()))
+    assert "".join(e.data["delta"] for e in events if e.event == "token") == reply_text(5)
+    stored = http.get(f"/messages/{reply_id}", headers=headers).json()
+    assert (stored["content"], stored["finish_reason"]) == (reply_text(5), "stop")
+    assert stored["usage"]["completion_tokens"] == 5
+
+
 def test_a_client_that_leaves_mid_stream_still_gets_a_stored_billed_reply(http, worker):
     headers = register_and_login(http)
     chat_id = _chat(http, headers, SLOW)

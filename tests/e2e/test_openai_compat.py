@@ -202,9 +202,44 @@ def test_errors_are_the_sdks_exceptions(api_url: str, client: openai.OpenAI) -> 
     assert unauthorized.value.code == "invalid_api_key"
     with pytest.raises(openai.BadRequestError) as stop:
         client.chat.completions.create(
-            model="openai/stub-model", messages=[{"role": "user", "content": "hi"}], stop=["x"]
+            model="openai/stub-model",
+            messages=[{"role": "user", "content": "hi"}],
+            stop=["a", "b", "c", "d", "e"],
         )
     assert stop.value.param == "stop"
+
+
+def test_a_stop_sequence_ends_the_reply_before_it(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="openai/stub-model", messages=[{"role": "user", "content": "count"}], stop=" tok3"
+    )
+    reply_id = raw.headers[REPLY_ID_HEADER]
+    completion = raw.parse()
+    assert completion.choices[0].message.content == reply_text(3)
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens == 3
+    [row] = _usage_rows(reply_id)
+    assert row.completion_tokens == 3
+    with session_scope() as session:
+        reply = session.get(Message, uuid.UUID(reply_id))
+        assert reply is not None
+        assert (reply.content, reply.stop) == (reply_text(3), [" tok3"])
+
+
+def test_stop_sequences_reach_another_provider_on_a_stream(client: openai.OpenAI) -> None:
+    # Anthropic's adapter sends them as `stop_sequences`; its stub ends the reply there.
+    stream = client.chat.completions.create(
+        model="anthropic/stub-model",
+        messages=[{"role": "user", "content": "count"}],
+        stop=["zz", " tok2"],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply_text(2)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
 
 
 def test_a_provider_failure_is_an_api_error_and_the_reply_is_stored(

@@ -109,6 +109,33 @@ def test_max_tokens_gives_length_finish(kind: str, stub: StubServer) -> None:
     assert response.finish_reason == "length"
 
 
+# What each provider's API calls a reply ended by a stop sequence, in our vocabulary.
+STOP_FINISH = {
+    "openai": "stop",
+    "openai_compatible": "stop",
+    "anthropic": "stop_sequence",
+    "ollama": "stop",
+}
+
+
+def test_stop_sequences_reach_the_provider_and_end_the_reply(kind: str, stub: StubServer) -> None:
+    provider = build(kind, stub)
+    events = list(
+        provider.generate_streaming_response(conversation(), "stub-model", stop=[" tok3", "zz"])
+    )
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == reply_text(3)
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.finish_reason == STOP_FINISH[kind]
+    assert end.usage.completion_tokens == 3 and not end.usage.estimated
+
+
+def test_no_stop_sequences_sends_none(kind: str, stub: StubServer) -> None:
+    build(kind, stub).generate_chat_response(conversation(), "stub-model")
+    body = stub.last_body
+    assert "stop" not in body and "stop_sequences" not in body
+    assert "stop" not in (body.get("options") or {})
+
+
 def test_list_and_validate_models(kind: str, stub: StubServer) -> None:
     provider = build(kind, stub)
     ids = [m["id"] for m in provider.list_models()]

@@ -49,10 +49,15 @@ def test_equal_requests_have_equal_keys() -> None:
         {"messages": [PROMPT[0], Message(role="user", content="What is 2 + 3?")]},
         {"messages": [PROMPT[0], Message(role="assistant", content=PROMPT[1].content)]},
         {"messages": [*PROMPT, Message(role="user", content="")]},
+        {"stop": ["\n"]},
     ],
 )
 def test_any_change_gives_another_key(changes: dict[str, Any]) -> None:
     assert _key(**changes) != _key()
+
+
+def test_no_stop_sequences_keep_the_key_of_a_request_without_them() -> None:
+    assert _key(stop=None) == _key(stop=[]) == _key()
 
 
 def test_texts_that_only_join_alike_do_not_collide() -> None:

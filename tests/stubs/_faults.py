@@ -90,6 +90,25 @@ def reply_text(count: int) -> str:
     return "".join(reply_pieces(count))
 
 
+def stop_sequences(value: Any) -> list[str]:
+    """A request's stop sequences: OpenAI's `stop` may be one string, the others a list."""
+    if isinstance(value, str):
+        return [value]
+    return [s for s in value or () if isinstance(s, str) and s]
+
+
+def count_before_stop(count: int, stop: list[str]) -> tuple[int, str | None]:
+    """How many of `count` pieces go out when the reply ends at a stop sequence, and which
+    sequence ended it: the reply stops before the piece in which one first appears."""
+    text = ""
+    for index, piece in enumerate(reply_pieces(count)):
+        text += piece
+        for sequence in stop:
+            if sequence in text:
+                return index, sequence
+    return count, None
+
+
 def word_count(*texts: Any) -> int:
     """Prompt tokens as the stubs report them: whitespace-separated words of every message."""
     total = 0

@@ -18,10 +18,12 @@ from tests.stubs._faults import (
     RATE_LIMIT_REQUESTS,
     RATE_LIMIT_TOKENS,
     Plan,
+    count_before_stop,
     is_known,
     last_user_text,
     plan_for,
     reply_pieces,
+    stop_sequences,
 )
 from tests.stubs._server import CUT, Request, Response, StreamResponse, StubServer, cli
 
@@ -124,6 +126,9 @@ class AnthropicStub(StubServer):
         count, stop = plan.tokens, "end_turn"
         if int(body["max_tokens"]) < count:
             count, stop = int(body["max_tokens"]), "max_tokens"
+        count, matched = count_before_stop(count, stop_sequences(body.get("stop_sequences")))
+        if matched is not None:
+            stop = "stop_sequence"
         limits = _rate_limit_headers(plan, prompt_tokens)
         if not body.get("stream"):
             return Response.json(
@@ -134,13 +139,13 @@ class AnthropicStub(StubServer):
                     "model": plan.model,
                     "content": [{"type": "text", "text": "".join(reply_pieces(count))}],
                     "stop_reason": stop,
-                    "stop_sequence": None,
+                    "stop_sequence": matched,
                     "usage": {"input_tokens": prompt_tokens, "output_tokens": count},
                 },
                 **limits,
             )
         return StreamResponse(
-            self._events(plan, prompt_tokens, count, stop),
+            self._events(plan, prompt_tokens, count, stop, matched),
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
                 "cache-control": "no-cache",
@@ -192,7 +197,7 @@ class AnthropicStub(StubServer):
         return None
 
     async def _events(
-        self, plan: Plan, prompt_tokens: int, count: int, stop: str
+        self, plan: Plan, prompt_tokens: int, count: int, stop: str, matched: str | None
     ) -> AsyncIterator[Any]:
         yield _sse(
             "message_start",
@@ -252,7 +257,7 @@ class AnthropicStub(StubServer):
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "delta": {"stop_reason": stop, "stop_sequence": matched},
                 "usage": {"output_tokens": count},
             },
         )

@@ -13,10 +13,12 @@ from typing import Any
 from tests.stubs._faults import (
     MIDSTREAM_FAULTS,
     Plan,
+    count_before_stop,
     is_known,
     last_user_text,
     plan_for,
     reply_pieces,
+    stop_sequences,
 )
 from tests.stubs._server import CUT, Request, Response, StreamResponse, StubServer, cli
 
@@ -88,6 +90,10 @@ class OllamaStub(StubServer):
         limit = (body.get("options") or {}).get("num_predict")
         if limit is not None and 0 <= int(limit) < count:
             count, reason = int(limit), "length"
+        stop = stop_sequences((body.get("options") or {}).get("stop"))
+        count, matched = count_before_stop(count, stop)
+        if matched is not None:
+            reason = "stop"
         if body.get("stream", True) is False:
             return Response.json(
                 {

@@ -17,10 +17,12 @@ from tests.stubs._faults import (
     RATE_LIMIT_REQUESTS,
     RATE_LIMIT_TOKENS,
     Plan,
+    count_before_stop,
     is_known,
     last_user_text,
     plan_for,
     reply_pieces,
+    stop_sequences,
 )
 from tests.stubs._server import CUT, Request, Response, StreamResponse, StubServer, cli
 
@@ -114,6 +116,9 @@ class OpenAIStub(StubServer):
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         if limit is not None and limit < count:
             count, finish = int(limit), "length"
+        count, matched = count_before_stop(count, stop_sequences(body.get("stop")))
+        if matched is not None:
+            finish = "stop"
         limits = _rate_limit_headers(plan, prompt_tokens)
         if not body.get("stream"):
             response = self._complete(plan, prompt_tokens, count, finish)

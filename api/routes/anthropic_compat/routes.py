@@ -153,7 +153,7 @@ async def create_message(
     reply_header = {REPLY_ID_HEADER: str(reply_id)}
     if body.stream:
         return StreamingResponse(
-            stream_events(request, reply_id, body.model, auth.settings),
+            stream_events(request, reply_id, body.model, auth.settings, body.stop_sequences),
             media_type="text/event-stream",
             headers=STREAM_HEADERS | reply_header,
         )
@@ -166,7 +166,9 @@ async def create_message(
                 return anthropic_error(
                     502, failure_message(reply), "api_error", NO_RETRY | reply_header
                 )
-            return JSONResponse(final_message(reply, body.model), headers=reply_header)
+            return JSONResponse(
+                final_message(reply, body.model, body.stop_sequences), headers=reply_header
+            )
     if outcome is Waited.gone or outcome is Waited.final:  # final but deleted since
         return anthropic_error(404, "The chat was deleted", headers=reply_header)
     pending = f"The reply is still generating; {stored_at(reply_id)}"

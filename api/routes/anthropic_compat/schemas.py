@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.common import JSON_INTEGER, StrictFloat, StrictModel
+from api.schemas.common import JSON_INTEGER, StopSequences, StrictFloat, StrictModel
 
 
 class ContentBlock(BaseModel):
@@ -38,6 +38,6 @@ class MessagesRequest(StrictModel):
     system: Content | None = None
     # Anthropic's range (OpenAI's reaches 2).
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)
-    stop_sequences: list[str] | None = None
+    stop_sequences: StopSequences | None = None
     stream: bool = Field(default=False, strict=True)
     metadata: dict[str, Any] | None = None  # accepted, ignored (Anthropic's `user_id`)

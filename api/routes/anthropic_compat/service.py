@@ -39,9 +39,6 @@ ERROR_TYPES = {
     503: "overloaded_error",
     504: "timeout_error",
 }
-STOP_SEQUENCES_UNSUPPORTED = (
-    "stop_sequences is not supported: the provider adapters do not pass stop sequences yet"
-)
 
 
 def error_type(status_code: int) -> str:
@@ -77,8 +74,6 @@ def _text(content: Content, where: str) -> str:
 
 def to_api_call(body: MessagesRequest) -> ApiCall:
     """The call to store, or a BadRequest naming what cannot be honoured."""
-    if body.stop_sequences:
-        raise BadRequest(STOP_SEQUENCES_UNSUPPORTED)
     messages: list[ProviderMessage] = []
     if body.system is not None:
         system = _text(body.system, "system")
@@ -94,6 +89,7 @@ def to_api_call(body: MessagesRequest) -> ApiCall:
         messages=messages,
         temperature=body.temperature,
         max_tokens=body.max_tokens,
+        stop=body.stop_sequences or None,
     )
 
 
@@ -115,7 +111,18 @@ anthropic_messages_service = AnthropicMessagesService()
 
 
 def stop_reason(finish_reason: str | None) -> str:
-    return "max_tokens" if finish_reason in ("length", "max_tokens") else "end_turn"
+    if finish_reason in ("length", "max_tokens"):
+        return "max_tokens"
+    return "stop_sequence" if finish_reason == "stop_sequence" else "end_turn"
+
+
+def matched_sequence(reason: str, stop: list[str] | None) -> str | None:
+    """The sequence that ended the reply, where it can be known.
+
+    Providers that say a stop sequence ended the reply (Anthropic, the echo demo) do not say
+    which one, once the finish reason is stored; with a single sequence there is no doubt.
+    """
+    return stop[0] if reason == "stop_sequence" and stop and len(stop) == 1 else None
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, int]:
@@ -132,6 +139,7 @@ def _message(
     text: str | None,
     reason: str | None,
     usage: dict[str, int],
+    sequence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": message_id(reply_id),
@@ -140,15 +148,17 @@ def _message(
         "model": model,
         "content": [] if text is None else [{"type": "text", "text": text}],
         "stop_reason": reason,
-        "stop_sequence": None,
+        "stop_sequence": sequence,
         "usage": usage,
     }
 
 
-def final_message(reply: MessageRead, model: str) -> dict[str, Any]:
+def final_message(reply: MessageRead, model: str, stop: list[str] | None) -> dict[str, Any]:
     """A finished (completed or cancelled) reply as Anthropic's non-streaming answer."""
     usage = reply.usage.model_dump() if reply.usage else None
-    return _message(reply.id, model, reply.content, stop_reason(reply.finish_reason), _usage(usage))
+    reason = stop_reason(reply.finish_reason)
+    sequence = matched_sequence(reason, stop)
+    return _message(reply.id, model, reply.content, reason, _usage(usage), sequence)
 
 
 def failure_message(reply: MessageRead) -> str:
@@ -179,7 +189,11 @@ def _error_event(message: str) -> str:
 
 
 async def stream_events(
-    request: Request, reply_id: uuid.UUID, model: str, settings: Settings
+    request: Request,
+    reply_id: uuid.UUID,
+    model: str,
+    settings: Settings,
+    stop: list[str] | None,
 ) -> AsyncIterator[str]:
     """The reply's events (api/reply_stream.py) as Anthropic's stream.
 
@@ -208,7 +222,8 @@ async def stream_events(
             # Nothing went out yet: the next attempt's text is simply the reply.
         elif kind == "done":
             yield _BLOCK_STOP
-            delta = {"stop_reason": stop_reason(data.get("finish_reason")), "stop_sequence": None}
+            reason = stop_reason(data.get("finish_reason"))
+            delta = {"stop_reason": reason, "stop_sequence": matched_sequence(reason, stop)}
             usage = _usage(data.get("usage"))
             yield _sse("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
             yield _MESSAGE_STOP

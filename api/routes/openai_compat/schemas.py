@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.common import JSON_INTEGER, StrictBool, StrictFloat
+from api.schemas.common import JSON_INTEGER, StopSequence, StopSequences, StrictBool, StrictFloat
 
 MAX_MODEL_CHARS = 200
 MAX_TOKENS_LIMIT = 200_000
@@ -43,7 +43,7 @@ class ChatCompletionRequest(Lenient):
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: PositiveTokens | None = None
     max_completion_tokens: PositiveTokens | None = None
-    stop: str | list[str] | None = None
+    stop: StopSequence | StopSequences | None = None
     user: str | None = None  # accepted and ignored: the caller is the credential's user
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None

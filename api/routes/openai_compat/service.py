@@ -48,10 +48,8 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 LENGTH_REASONS = frozenset({"length", "max_tokens"})
 FILTER_REASONS = frozenset({"content_filter"})
 # How pydantic names a union's members in an error's location (`content.str`, `stop.list[str]`).
-UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
-STOP_SEQUENCES_UNSUPPORTED = (
-    "'stop' is not supported yet: Switchboard's provider adapters do not pass stop "
-    "sequences on; leave it out or null"
+UNION_MEMBERS = frozenset(
+    {"str", "constrained-str", "int", "float", "bool", "list", "dict", "none"}
 )
 
 
@@ -101,13 +99,14 @@ def to_api_call(body: ChatCompletionRequest) -> ApiCall:
     checked before anything is stored."""
     if body.n is not None and body.n != 1:
         raise OpenAIRequestError("Only n=1 is supported", param="n")
-    if body.stop is not None and body.stop != []:
-        raise OpenAIRequestError(STOP_SEQUENCES_UNSUPPORTED, param="stop")
     if "\x00" in body.model:
         raise OpenAIRequestError("'model' must not contain NUL characters", param="model")
     messages = [_message(index, m.role, m.content) for index, m in enumerate(body.messages)]
     max_tokens = body.max_completion_tokens or body.max_tokens
-    return ApiCall(body.model, messages, body.temperature, max_tokens)
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    if stop and any("\x00" in sequence for sequence in stop):
+        raise OpenAIRequestError("'stop' must not contain NUL characters", param="stop")
+    return ApiCall(body.model, messages, body.temperature, max_tokens, stop or None)
 
 
 def _message(index: int, role: str, content: str | list[dict[str, Any]] | None) -> ProviderMessage:
