@@ -95,8 +95,6 @@ def enqueue_generation(reply_id: uuid.UUID, provider: str, step: int | None = No
 
     `step` is the route step the job runs (workers/fallback.py); None runs whichever is
     current (a submission's first job, or one the redelivery sweeper sends again)."""
-    # Beside the job in the broker's Redis: a restart that loses the job loses this too.
-    broker_redis().set(enqueued_marker_key(reply_id), "1", ex=ENQUEUED_MARKER_TTL_SECONDS)
     celery_app.send_task(
         GENERATION_TASK,
         args=[str(reply_id)] if step is None else [str(reply_id), step],
@@ -109,6 +107,13 @@ def enqueue_generation(reply_id: uuid.UUID, provider: str, step: int | None = No
             "interval_max": 0.5,
         },
     )
+    # Beside the job in the broker's Redis: a restart that loses the job loses this too. Set
+    # after the send, so the worker is not kept waiting for it; a job sent without it is only
+    # sent again by the sweeper a visibility timeout later, and that copy finds its reply taken.
+    try:
+        broker_redis().set(enqueued_marker_key(reply_id), "1", ex=ENQUEUED_MARKER_TTL_SECONDS)
+    except Exception as exc:
+        log.warning("enqueued marker of %s not set: %s", reply_id, type(exc).__name__)
 
 
 @worker_ready.connect

@@ -14,12 +14,26 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Interval,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from shared import metrics
 from shared.channel import ReplyPublisher, TokenChannel
 from shared.db import DatabaseUnavailable, get_engine, retry_while_unavailable
 from shared.models import Chat, Message, ReplyStatus, SystemPrompt
+from shared.models.base import utcnow
 from shared.models.provider import ProviderConfigRow, ProviderModel
 from shared.providers.base import Message as ProviderMessage
 from shared.providers.base import (
@@ -126,12 +140,22 @@ def run_generation(
     again later."""
     settings = settings or get_settings()
     channel = channel or token_channel()
-    # A finish that could not be stored earlier is stored now, never generated again.
-    if outcomes.store_spooled(reply_id, channel, settings):
-        return
+    # A queued reply has no spooled outcome (one is only spooled while its reply is running),
+    # so a first delivery claims at once; any other looks for one first.
     claim = retry_while_unavailable(
-        lambda: _claim(reply_id, settings, step), CLAIM_RETRY_SECONDS, what=f"claim {reply_id}"
+        lambda: _claim(reply_id, settings, step, queued_only=True),
+        CLAIM_RETRY_SECONDS,
+        what=f"claim {reply_id}",
     )
+    if claim is None:
+        # A finish that could not be stored earlier is stored now, never generated again.
+        if outcomes.store_spooled(reply_id, channel, settings):
+            return
+        claim = retry_while_unavailable(
+            lambda: _claim(reply_id, settings, step),
+            CLAIM_RETRY_SECONDS,
+            what=f"claim {reply_id}",
+        )
     if claim is None:
         # Finished already, or another delivery holds a live lease, or the reply has moved
         # on to a later step (whose own job runs it).
@@ -192,54 +216,77 @@ def run_generation(
         cached_replies.remember(key, outcome)
 
 
-def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> Claim | None:
-    """Take the reply for this delivery: queued, or running under an expired lease; for a
-    job sent for one step, only while the reply is still on that step."""
+@lru_cache
+def _claim_statement(postgresql: bool, at_step: bool, queued_only: bool) -> Update:
+    """The claim's UPDATE ... RETURNING, built once per shape: building and hashing a Core
+    statement costs about as much Python as running it (tests/benchmarks, docs/benchmarks.md).
+
+    Parameters: reply_id, step (when `at_step`), and the clock: on PostgreSQL the database's
+    (`lease`, an interval), elsewhere this host's (`now`, `lease_until`)."""
+    if postgresql:
+        now: ColumnElement[Any] = func.now()
+        lease_until = now + bindparam("lease", type_=Interval())
+    else:
+        now = bindparam("now", type_=Message.started_at.type)
+        lease_until = bindparam("lease_until", type_=Message.lease_expires_at.type)
+    claimable = Message.status == ReplyStatus.queued
+    if not queued_only:
+        expired = (Message.status == ReplyStatus.running) & (Message.lease_expires_at < now)
+        claimable = or_(claimable, expired)
+    return (
+        update(Message)
+        .where(
+            Message.id == bindparam("reply_id"),
+            Message.route_step == bindparam("step") if at_step else true(),
+            claimable,
+        )
+        .values(
+            status=ReplyStatus.running,
+            attempts=Message.attempts + 1,
+            lease_expires_at=lease_until,
+            started_at=now,
+            content="",
+        )
+        .returning(
+            Message.chat_id,
+            Message.attempts,
+            Message.provider_name,
+            Message.model_name,
+            Message.temperature,
+            Message.max_tokens,
+            Message.stop,
+            Message.created_at,
+            Message.reply_to_id,
+            Message.route_step,
+            Message.routing,
+            Message.prompt,
+            # In the same statement: a compatible-API call's claim is this one statement.
+            select(Chat.user_id).where(Chat.id == Message.chat_id).scalar_subquery().label("owner"),
+        )
+    )
+
+
+def _claim(
+    reply_id: uuid.UUID, settings: Settings, step: int | None = None, *, queued_only: bool = False
+) -> Claim | None:
+    """Take the reply for this delivery: queued, or (unless `queued_only`) running under an
+    expired lease; for a job sent for one step, only while the reply is still on that step."""
     engine = get_engine()
-    now = outcomes.database_now(engine)
-    at_step = Message.route_step == step if step is not None else true()
+    postgresql = engine.dialect.name == "postgresql"
+    lease = outcomes.seconds(settings.TASK_TIME_LIMIT)
+    params: dict[str, Any] = {"reply_id": reply_id, "step": step}
+    if postgresql:
+        params["lease"] = lease
+    else:
+        params["now"] = utcnow()
+        params["lease_until"] = params["now"] + lease
+    statement = _claim_statement(postgresql, step is not None, queued_only)
     # Core statements on a plain connection: the ORM's unit of work would cost more CPU than
     # the queries themselves, and nothing here needs identity-mapped objects.
     with engine.begin() as conn:
-        row = conn.execute(
-            update(Message)
-            .where(
-                Message.id == reply_id,
-                at_step,
-                or_(
-                    Message.status == ReplyStatus.queued,
-                    (Message.status == ReplyStatus.running) & (Message.lease_expires_at < now),
-                ),
-            )
-            .values(
-                status=ReplyStatus.running,
-                attempts=Message.attempts + 1,
-                lease_expires_at=now + outcomes.seconds(settings.TASK_TIME_LIMIT),
-                started_at=now,
-                content="",
-            )
-            .returning(
-                Message.chat_id,
-                Message.attempts,
-                Message.provider_name,
-                Message.model_name,
-                Message.temperature,
-                Message.max_tokens,
-                Message.stop,
-                Message.created_at,
-                Message.reply_to_id,
-                Message.route_step,
-                Message.routing,
-                Message.prompt,
-                # In the same statement: a compatible-API call's claim is this one statement.
-                select(Chat.user_id)
-                .where(Chat.id == Message.chat_id)
-                .scalar_subquery()
-                .label("owner"),
-            )
-        ).one_or_none()
+        row = conn.execute(statement, params).one_or_none()
         if row is None:
-            if step is not None:
+            if step is not None and not queued_only:
                 _resend_if_moved(conn, reply_id, step)
             return None
         if row.prompt is not None:
@@ -263,20 +310,21 @@ def _claim(reply_id: uuid.UUID, settings: Settings, step: int | None = None) -> 
     )
 
 
-def _chat_prompt(conn: Connection, row: Any, settings: Settings) -> list[ProviderMessage]:
-    """The prompt built from the chat's system prompt (its own, else the owner's default),
-    its history and the model's context window."""
+@lru_cache
+def _prompt_statements() -> tuple[Select[Any], Select[Any]]:
+    """The chat's system prompt (its own, else the owner's default) with the model's context
+    window, and its history: built once, as the claim is."""
     context_tokens = (
         select(ProviderModel.max_context_length)
         .join(ProviderConfigRow, ProviderConfigRow.id == ProviderModel.provider_id)
         .where(
-            ProviderConfigRow.provider_name == row.provider_name,
-            ProviderModel.model_name == row.model_name,
+            ProviderConfigRow.provider_name == bindparam("provider"),
+            ProviderModel.model_name == bindparam("model"),
         )
         .limit(1)
         .scalar_subquery()
     )
-    system, context = conn.execute(
+    system = (
         select(SystemPrompt.content, context_tokens)
         .select_from(Chat)
         .outerjoin(
@@ -290,24 +338,37 @@ def _chat_prompt(conn: Connection, row: Any, settings: Settings) -> list[Provide
                 ),
             ),
         )
-        .where(Chat.id == row.chat_id)
+        .where(Chat.id == bindparam("chat_id"))
         .limit(1)
-    ).one()
-    history = conn.execute(
+    )
+    history = (
         select(Message.id, Message.role, Message.content, Message.status, Message.reply_to_id)
-        .where(Message.chat_id == row.chat_id, Message.created_at < row.created_at)
+        .where(Message.chat_id == bindparam("chat_id"), Message.created_at < bindparam("before"))
         .order_by(Message.created_at.desc())
         .limit(HISTORY_ROWS)
+    )
+    return system, history
+
+
+def _chat_prompt(conn: Connection, row: Any, settings: Settings) -> list[ProviderMessage]:
+    """The prompt built from the chat's system prompt, its history and the model's context
+    window."""
+    system_statement, history_statement = _prompt_statements()
+    system, context = conn.execute(
+        system_statement,
+        {"chat_id": row.chat_id, "provider": row.provider_name, "model": row.model_name},
+    ).one()
+    history = conn.execute(
+        history_statement, {"chat_id": row.chat_id, "before": row.created_at}
     ).all()
     context = context or settings.DEFAULT_CONTEXT_TOKENS
-    messages = build_prompt(
+    return build_prompt(
         system,
         [HistoryRow(*r) for r in reversed(history)],
         row.reply_to_id,
         context_tokens=context,
         reserved_for_reply=row.max_tokens or min(1024, context // 4),
     )
-    return messages
 
 
 def _resend_if_moved(conn: Connection, reply_id: uuid.UUID, step: int) -> None:

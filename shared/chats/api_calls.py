@@ -9,9 +9,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from shared.chats.submission import Enqueue, Submitted, question_and_reply, submission_service
+from shared.chats.submission import (
+    INSERT_MESSAGES,
+    Enqueue,
+    Submitted,
+    question_and_reply,
+    submission_service,
+)
 from shared.errors import AppError, BadRequest
 from shared.models import Chat, ReplyStatus, User
 from shared.models.base import utcnow
@@ -22,6 +29,7 @@ from shared.routing.plan import is_virtual, plan_route
 from shared.settings import Settings
 
 TITLE_CHARS = 80
+INSERT_CHAT = insert(Chat)
 
 
 class ModelNotFound(AppError):
@@ -95,18 +103,18 @@ class ApiCallService:
         target = plan.first
         question = call.messages[-1].content
         now = utcnow()
-        chat = Chat(
-            id=uuid.uuid4(),
-            user_id=user.id,
-            kind="api",
-            title=question.split("\n")[0][:TITLE_CHARS] or "API call",
-            provider_name=target.provider,
-            model_name=target.model,
-            created_at=now,
-            updated_at=now,
-        )
+        chat = {
+            "id": uuid.uuid4(),
+            "user_id": user.id,
+            "kind": "api",
+            "title": question.split("\n")[0][:TITLE_CHARS] or "API call",
+            "provider_name": target.provider,
+            "model_name": target.model,
+            "created_at": now,
+            "updated_at": now,
+        }
         asked, reply = question_and_reply(
-            chat.id,
+            chat["id"],
             question,
             plan,
             now,
@@ -115,12 +123,14 @@ class ApiCallService:
             stop=call.stop,
             prompt=[m.model_dump() for m in call.messages],
         )
-        session.add(chat)
-        session.flush()  # the chat first: the messages' foreign key names it
-        session.add_all([asked, reply])
+        connection = session.connection()
+        connection.execute(INSERT_CHAT, chat)  # first: the messages' foreign key names it
+        connection.execute(INSERT_MESSAGES, [asked, reply])
         session.commit()
-        submission_service.send(session, reply.id, target.provider, enqueue)
-        return Submitted(asked.id, reply.id, ReplyStatus.queued, target.provider, target.model)
+        submission_service.send(session, reply["id"], target.provider, enqueue)
+        return Submitted(
+            asked["id"], reply["id"], ReplyStatus.queued, target.provider, target.model
+        )
 
 
 api_call_service = ApiCallService()

@@ -16,8 +16,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# JSONB on PostgreSQL, plain JSON elsewhere (SQLite).
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# JSONB on PostgreSQL, plain JSON elsewhere (SQLite). Python None is SQL NULL, never the JSON
+# value `null`, whether a row is written through the ORM or as Core parameters.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:
