@@ -10,11 +10,12 @@ submissions (`POST /chats/{id}/messages`, `Accept: text/event-stream`) while MON
 Clocks: the client's wall clock, PostgreSQL's (`created_at`, `started_at` = the claim
 transaction's start) and Redis's (MONITOR's timestamps), all this machine's.
 
-Commands found per reply, by its id in their arguments: the API's SET of the enqueued marker
-(right after the submit's COMMIT) and LPUSH of the Celery message (its headers name the task's
-arguments), the worker's HSET into kombu's `unacked` hash (the delivery reached the worker),
-its GET of the reply's spooled outcome (the task's first command), the API's first XREAD of
-the reply's stream, and the worker's first EVALSHA (the first token's append).
+Commands found per reply, by its id in their arguments: the API's LPUSH of the Celery message
+(right after the submit's COMMIT; its headers name the task's arguments) and SET of the
+enqueued marker (after the LPUSH, off the critical path), the worker's HSET into kombu's
+`unacked` hash (the delivery reached the worker), the API's first XREAD of the reply's stream,
+and the worker's first EVALSHA (the first token's append). A first delivery claims before it
+looks for a spooled outcome, so the claim transaction's start follows the HSET directly.
 """
 
 from __future__ import annotations
@@ -137,11 +138,10 @@ def main() -> None:
         k: []
         for k in (
             "client send -> reply row (auth, chat, validation)",
-            "row -> SET of the enqueued marker (INSERT, COMMIT)",
-            "SET marker -> LPUSH of the job (Celery send_task)",
+            "row -> LPUSH of the job (INSERT, UPDATE, COMMIT, Celery send_task)",
             "LPUSH -> HSET unacked (broker delivery to the worker)",
-            "HSET unacked -> GET of the spooled outcome (Celery task start)",
-            "GET outcome -> claim transaction starts (spool check, claim set-up)",
+            "HSET unacked -> claim transaction starts (Celery task start, claim set-up)",
+            "LPUSH -> SET of the enqueued marker (after the job, off the path)",
             "claim starts -> first token EVALSHA (claim, history, provider call)",
             "first token EVALSHA -> token at the client",
             "LPUSH -> the API's first XREAD of the reply's stream",
@@ -153,21 +153,20 @@ def main() -> None:
     for s in samples:
         rid = s["reply_id"]
         marker, lpush = first(commands, rid, "SET"), first(commands, rid, "LPUSH")
-        hset, spool = first(commands, rid, "HSET"), first(commands, rid, "GET")
+        hset = first(commands, rid, "HSET")
         xread, append = first(commands, rid, "XREAD"), first(commands, rid, "EVALSHA")
-        found = (marker, lpush, hset, spool, append)
+        found = (marker, lpush, hset, append)
         if rid not in rows or None in found or s["first_wall"] is None:
             missing += 1
             continue
         created, started = rows[rid]
-        assert marker and lpush and hset and spool and append
+        assert marker and lpush and hset and append
         values = [
             created - s["t0_wall"],
-            marker - created,
-            lpush - marker,
+            lpush - created,
             hset - lpush,
-            spool - hset,
-            started - spool,
+            started - hset,
+            marker - lpush,
             append - started,
             s["first_wall"] - append,
             (xread - lpush) if xread is not None else None,
