@@ -40,6 +40,7 @@ def _send(
     *,
     headers: dict[str, str] | None = None,
     message: str = "hi",
+    stop: list[str] | None = None,
     **routing: object,
 ) -> tuple[dict[str, str], str]:
     headers = headers or register_and_login(http)
@@ -53,9 +54,8 @@ def _send(
         headers=headers,
     )
     assert chat.status_code == 201, chat.text
-    accepted = http.post(
-        f"/chats/{chat.json()['id']}/messages", json={"message": message}, headers=headers
-    )
+    body: dict[str, object] = {"message": message} | ({"stop": stop} if stop else {})
+    accepted = http.post(f"/chats/{chat.json()['id']}/messages", json=body, headers=headers)
     assert accepted.status_code == 202, accepted.text
     return headers, accepted.json()["reply_id"]
 
@@ -77,6 +77,17 @@ def _usage_rows(reply_id: str) -> list[ProviderUsage]:
 
 def _events(result: SSEResult) -> list[str]:
     return [event.event for event in result.events]
+
+
+def test_the_fallback_gets_the_stop_sequences_too(http, worker):
+    headers, reply_id = _send(http, "openai", "fault-500", [FALLBACK], stop=[" tok4"])
+    assert _stream(http, headers, reply_id).text == reply_text(4)
+    reply = http.get(f"/messages/{reply_id}", headers=headers).json()
+    assert [(a["provider"], a["status"]) for a in reply["attempts"]] == [
+        ("openai", "failed"),
+        ("anthropic", "completed"),
+    ]
+    assert (reply["finish_reason"], reply["usage"]["completion_tokens"]) == ("stop_sequence", 4)
 
 
 def test_a_failure_before_the_first_token_is_invisible_to_the_reader(http, worker):

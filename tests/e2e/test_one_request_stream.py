@@ -24,19 +24,23 @@ def _chat(http, headers, model: str) -> str:
     return chat.json()["id"]
 
 
-def test_the_submission_answers_with_the_reply_stream(http, worker):
-    headers = register_and_login(http)
-    chat_id = _chat(http, headers, "stub-model+tokens=8")
+def _submit_streaming(http, headers, chat_id: str, body: dict) -> tuple[str, list]:
+    """One request: the reply's id and every event of its stream, to the end."""
     with http.stream(
         "POST",
         f"/chats/{chat_id}/messages",
-        json={"message": "hi"},
+        json=body,
         headers=headers | {"Accept": "text/event-stream"},
     ) as answer:
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/event-stream")
-        reply_id = answer.headers["x-switchboard-reply-id"]
-        events = list(iter_sse(answer.iter_lines()))
+        return answer.headers["x-switchboard-reply-id"], list(iter_sse(answer.iter_lines()))
+
+
+def test_the_submission_answers_with_the_reply_stream(http, worker):
+    headers = register_and_login(http)
+    chat_id = _chat(http, headers, "stub-model+tokens=8")
+    reply_id, events = _submit_streaming(http, headers, chat_id, {"message": "hi"})
     assert [e.event for e in events][-1] == "done"
     text = "".join(e.data["delta"] for e in events if e.event == "token")
     assert text == reply_text(8)
@@ -50,14 +54,8 @@ def test_the_submission_answers_with_the_reply_stream(http, worker):
 def test_stop_sequences_end_the_native_reply(http, worker):
     headers = register_and_login(http)
     chat_id = _chat(http, headers, "stub-model+tokens=8")
-    with http.stream(
-        "POST",
-        f"/chats/{chat_id}/messages",
-        json={"message": "hi", "stop": [" tok5"]},
-        headers=headers | {"Accept": "text/event-stream"},
-    ) as answer:
-        reply_id = answer.headers["x-switchboard-reply-id"]
-        events = list(iter_sse(answer.iter_lines()))
+    body = {"message": "hi", "stop": [" tok5"]}
+    reply_id, events = _submit_streaming(http, headers, chat_id, body)
     assert "".join(e.data["delta"] for e in events if e.event == "token") == reply_text(5)
     stored = http.get(f"/messages/{reply_id}", headers=headers).json()
     assert (stored["content"], stored["finish_reason"]) == (reply_text(5), "stop")
