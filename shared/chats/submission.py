@@ -100,34 +100,25 @@ def question_and_reply(
     request_fingerprint: str | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of the user's message and of its queued reply, to the route's first target,
-    for one INSERT (`insert_messages`). Both rows name the same columns; the reply sorts after
-    the message it answers."""
+    for one INSERT (`INSERT_MESSAGES`); the reply sorts after the message it answers."""
     target = plan.first
-    question_id = uuid.uuid4()
-    common = {"chat_id": chat_id, "updated_at": now}
-    question = common | {
-        "id": question_id,
+    question = {
+        "id": uuid.uuid4(),
+        "chat_id": chat_id,
         "role": "user",
         "content": text,
         "created_at": now,
-        "status": None,
-        "provider_name": None,
-        "model_name": None,
-        "routing": None,
-        "temperature": None,
-        "max_tokens": None,
-        "stop": None,
-        "reply_to_id": None,
-        "prompt": None,
-        "enqueued_at": None,
+        "updated_at": now,
         "idempotency_key": idempotency_key,
         "request_fingerprint": request_fingerprint,
     }
-    reply = common | {
+    reply = {
         "id": uuid.uuid4(),
+        "chat_id": chat_id,
         "role": "assistant",
         "content": "",
         "created_at": now + timedelta(microseconds=1),
+        "updated_at": now,
         "status": ReplyStatus.queued,
         "provider_name": target.provider,
         "model_name": target.model,
@@ -136,15 +127,14 @@ def question_and_reply(
         "temperature": temperature,
         "max_tokens": max_tokens,
         "stop": stop or None,
-        "reply_to_id": question_id,
+        "reply_to_id": question["id"],
         "prompt": prompt,
         # Set before the send, in the same INSERT: the redelivery sweeper must never see a
         # queued reply without it and take it for one whose job was lost.
         "enqueued_at": now,
-        "idempotency_key": None,
-        "request_fingerprint": None,
     }
-    return [question, reply]
+    # One INSERT of several rows names one set of columns: each row is NULL in the other's.
+    return [dict.fromkeys(reply) | question, dict.fromkeys(question) | reply]
 
 
 # Built once, run as Core on the session's connection: the ORM's unit of work for two new
