@@ -6,6 +6,7 @@ keeps hundreds of generations in flight without an event loop in every adapter.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import random
@@ -276,7 +277,7 @@ class BaseProvider(ABC):
     @classmethod
     def takes_stop(cls) -> bool:
         """Whether this adapter's `_stream` accepts stop sequences."""
-        return "stop" in inspect.signature(cls._stream).parameters
+        return _takes_stop(cls._stream)
 
     def validate_model(self, model: str) -> bool:
         """Whether `model` is one this deployment allows for this provider (no network)."""
@@ -386,6 +387,11 @@ class BaseProvider(ABC):
             usage=end.usage.as_dict(),
             finish_reason=end.finish_reason,
         )
+
+
+@functools.cache
+def _takes_stop(stream: Any) -> bool:
+    return "stop" in inspect.signature(stream).parameters
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:
