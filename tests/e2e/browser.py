@@ -35,6 +35,7 @@ from playwright.sync_api import (
     Response,
     sync_playwright,
 )
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -86,6 +87,10 @@ class PageLog:
     csp_violations: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
     server_errors: list[str] = field(default_factory=list)
+    # Every answer, "status METHOD url", and the requests still waiting for one: what a
+    # failed wait reports.
+    responses: list[str] = field(default_factory=list)
+    waiting: dict[int, str] = field(default_factory=dict)
     excused: list[re.Pattern[str]] = field(default_factory=list)
 
     def excuse(self, pattern: str) -> None:
@@ -131,11 +136,15 @@ def watch(page: Page, log: PageLog) -> None:
             )
 
     def on_response(response: Response) -> None:
+        answered = f"{response.status} {response.request.method} {response.url}"
+        log.responses.append(answered)
+        log.waiting.pop(id(response.request), None)
         if response.status >= 500:
-            log.server_errors.append(f"{response.status} {response.request.method} {response.url}")
+            log.server_errors.append(answered)
 
     def on_request(request: Request) -> None:
         log.request_urls.append(request.url)
+        log.waiting[id(request)] = f"{request.method} {request.url}"
 
     def on_dialog(dialog: Dialog) -> None:
         log.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -147,6 +156,7 @@ def watch(page: Page, log: PageLog) -> None:
     page.on("dialog", on_dialog)
     page.on("request", on_request)
     page.on("response", on_response)
+    page.on("requestfailed", lambda request: log.waiting.pop(id(request), None))
     page.expose_function("__switchboardCspViolation", lambda text: log.csp_violations.append(text))
     page.add_init_script(_CSP_LISTENER)
 
@@ -241,7 +251,17 @@ def _submit_auth_form(page: Page, api_url: str, email: str, password: str, butto
     page.fill("#auth-email", email)
     page.fill("#auth-password", password)
     page.click(button)
-    page.locator("#app-view").wait_for(state="visible")
+    try:
+        page.locator("#app-view").wait_for(state="visible")
+    except PlaywrightTimeoutError:
+        log = page_log(page)
+        error = page.locator("#auth-error")
+        pytest.fail(
+            "the app view did not show after the auth form was sent; "
+            f"auth error: {error.text_content() if error.is_visible() else None!r}; "
+            f"answers: {log.responses[-12:]}; still waiting: {list(log.waiting.values())}",
+            pytrace=False,
+        )
 
 
 def log_in_page(page: Page, api_url: str, email: str, password: str) -> None:
