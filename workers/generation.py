@@ -140,22 +140,22 @@ def run_generation(
     again later."""
     settings = settings or get_settings()
     channel = channel or token_channel()
+
+    def claim_reply(queued_only: bool) -> Claim | None:
+        return retry_while_unavailable(
+            lambda: _claim(reply_id, settings, step, queued_only=queued_only),
+            CLAIM_RETRY_SECONDS,
+            what=f"claim {reply_id}",
+        )
+
     # A queued reply has no spooled outcome (one is only spooled while its reply is running),
     # so a first delivery claims at once; any other looks for one first.
-    claim = retry_while_unavailable(
-        lambda: _claim(reply_id, settings, step, queued_only=True),
-        CLAIM_RETRY_SECONDS,
-        what=f"claim {reply_id}",
-    )
+    claim = claim_reply(queued_only=True)
     if claim is None:
         # A finish that could not be stored earlier is stored now, never generated again.
         if outcomes.store_spooled(reply_id, channel, settings):
             return
-        claim = retry_while_unavailable(
-            lambda: _claim(reply_id, settings, step),
-            CLAIM_RETRY_SECONDS,
-            what=f"claim {reply_id}",
-        )
+        claim = claim_reply(queued_only=False)
     if claim is None:
         # Finished already, or another delivery holds a live lease, or the reply has moved
         # on to a later step (whose own job runs it).
